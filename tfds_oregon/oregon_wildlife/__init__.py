@@ -1,0 +1,1 @@
+"""The oregon_wildlife dataset folder, laid out as `tfds new` does."""
