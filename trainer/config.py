@@ -1,0 +1,99 @@
+"""The run configuration: one frozen dataclass built by task.py from flags, read by train.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from trainer import backbones, distribute, input_pipeline
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputDirs:
+    """Where a run writes. On Vertex AI the AIP_* variables choose; else folders in job_dir."""
+
+    model_dir: str
+    checkpoint_dir: str
+    tensorboard_dir: str
+
+
+def resolve_output_dirs(job_dir: str, env: Mapping[str, str]) -> OutputDirs:
+    """Model, checkpoint and TensorBoard folders: AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and
+    AIP_TENSORBOARD_LOG_DIR when Vertex AI sets them, else job_dir/{model,checkpoints,logs}."""
+    return OutputDirs(
+        model_dir=env.get("AIP_MODEL_DIR") or os.path.join(job_dir, "model"),
+        checkpoint_dir=env.get("AIP_CHECKPOINT_DIR") or os.path.join(job_dir, "checkpoints"),
+        tensorboard_dir=env.get("AIP_TENSORBOARD_LOG_DIR") or os.path.join(job_dir, "logs"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `train.train_and_evaluate` needs. See trainer/task.py for each field's help."""
+
+    data_dir: str | None  # None: TFDS's default data_dir.
+    dataset: str = input_pipeline.DEFAULT_DATASET
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    backbone: str = backbones.DEFAULT_HANDLE
+    image_size: int = 224
+    batch_size: int = 64  # Per replica.
+    epochs: int = 10
+    frozen_epochs: int = 3
+    steps_per_epoch: int = 0  # 0: one pass over the training split.
+    learning_rate: float = 0.01  # Per 256 images.
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    fine_tune_layers: int = 0
+    fine_tune_lr_factor: float = 0.1
+    fine_tune_batchnorm: bool = False
+    early_stopping_patience: int = 0
+    precision: str = "auto"
+    strategy: str = "auto"
+    seed: int = 0
+    cache: bool = False
+    worker_heartbeat_timeout: int = distribute.DEFAULT_HEARTBEAT_TIMEOUT  # Seconds.
+    outputs: OutputDirs | None = None
+    tf_config: dict | None = None
+
+    def validate(self) -> TrainConfig:
+        """Raises ValueError naming every bad value; returns self for chaining."""
+        problems = []
+        for name in ("batch_size", "epochs", "image_size", "worker_heartbeat_timeout"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0")
+        if self.frozen_epochs > self.epochs:
+            problems.append(f"frozen_epochs={self.frozen_epochs} exceeds epochs={self.epochs}")
+        for name in ("learning_rate", "fine_tune_lr_factor"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("dropout", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            problems.append("weight_decay and warmup_epochs must be >= 0")
+        choices = {
+            "precision": distribute.PRECISIONS,
+            "strategy": distribute.STRATEGIES,
+            "optimizer": OPTIMIZERS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if problems:
+            raise ValueError("Invalid configuration: " + "; ".join(problems) + ".")
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy of every field."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,209 @@
+"""Distribution strategy and precision policy: chosen from the machine, overridable by flags.
+
+Pure functions decide (`choose_strategy_name`, `choose_precision`, `resolve_tf_config`) so they
+can be tested from an environment dict; `create_strategy` and `set_precision_policy` act.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+# Private, but the only way to tune how fast MultiWorkerMirroredStrategy notices a lost worker.
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+# Vertex AI names its worker pools; TF_CONFIG names task types. The first pool holds the chief.
+# https://cloud.google.com/vertex-ai/docs/training/distributed-training#cluster-spec-format
+_VERTEX_POOL_TO_TASK_TYPE = {
+    "workerpool0": "chief",
+    "workerpool1": "worker",
+    # workerpool2 holds Reduction Server replicas (their own image, outside TF's cluster): a
+    # "ps" entry there would break MultiWorkerMirroredStrategy, so that pool is left out.
+    "workerpool3": "evaluator",
+}
+# Seconds without a heartbeat after which a worker counts as lost (TF's own default is 10 s).
+DEFAULT_HEARTBEAT_TIMEOUT = 60
+# Tensor cores (and so a float16 speed-up) start at Volta, compute capability 7.0.
+_MIN_FLOAT16_CAPABILITY = (7, 0)
+
+
+def cluster_spec_to_tf_config(cluster_spec: Mapping) -> dict:
+    """Converts Vertex AI's CLUSTER_SPEC (parsed JSON) into the TF_CONFIG layout."""
+    cluster = {
+        _VERTEX_POOL_TO_TASK_TYPE[pool]: list(addresses)
+        for pool, addresses in cluster_spec["cluster"].items()
+        if addresses and pool in _VERTEX_POOL_TO_TASK_TYPE
+    }
+    task = cluster_spec["task"]
+    return {
+        "cluster": cluster,
+        "task": {"type": _VERTEX_POOL_TO_TASK_TYPE[task["type"]], "index": int(task["index"])},
+    }
+
+
+def resolve_tf_config(env: Mapping[str, str]) -> dict | None:
+    """The cluster from TF_CONFIG, else from Vertex's CLUSTER_SPEC, else None (one machine)."""
+    if env.get("TF_CONFIG"):
+        return json.loads(env["TF_CONFIG"])
+    if env.get("CLUSTER_SPEC"):
+        return cluster_spec_to_tf_config(json.loads(env["CLUSTER_SPEC"]))
+    return None
+
+
+def count_workers(tf_config: Mapping | None) -> int:
+    """Number of training tasks (chief + workers) in a TF_CONFIG dict."""
+    if not tf_config:
+        return 1
+    cluster = tf_config.get("cluster", {})
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def is_chief(tf_config: Mapping | None) -> bool:
+    """True on the task that writes final artefacts (the chief, or worker 0 without a chief)."""
+    if count_workers(tf_config) <= 1:
+        return True
+    task = tf_config["task"]
+    has_chief = bool(tf_config["cluster"].get("chief"))
+    if has_chief:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and int(task["index"]) == 0
+
+
+def choose_strategy_name(requested: str, tf_config: Mapping | None, num_gpus: int) -> str:
+    """Picks the strategy: several workers → multi_worker, several GPUs → mirrored, else default."""
+    if requested not in STRATEGIES:
+        raise ValueError(
+            f"Unknown strategy {requested!r}; expected one of {', '.join(STRATEGIES)}."
+        )
+    if requested != "auto":
+        return requested
+    if count_workers(tf_config) > 1:
+        return "multi_worker"
+    return "mirrored" if num_gpus > 1 else "default"
+
+
+def choose_precision(requested: str, gpu_capabilities: Sequence[tuple[int, int]]) -> str:
+    """Picks the Keras dtype policy: mixed_float16 when every GPU has tensor cores, else float32."""
+    if requested not in PRECISIONS:
+        raise ValueError(
+            f"Unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}."
+        )
+    if requested != "auto":
+        return requested
+    if gpu_capabilities and all(cc >= _MIN_FLOAT16_CAPABILITY for cc in gpu_capabilities):
+        return "mixed_float16"
+    return "float32"
+
+
+def local_gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capabilities of the visible GPUs (empty on CPU)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+    return [tuple(d.get("compute_capability", (0, 0))) for d in details]
+
+
+def create_strategy(
+    name: str,
+    tf_config: Mapping | None = None,
+    heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT,
+) -> tf.distribute.Strategy:
+    """Creates the tf.distribute strategy `name` (one of STRATEGIES except 'auto').
+
+    Must run before any other TensorFlow op when `name` is 'multi_worker': collective ops are
+    configured at start-up. There `heartbeat_timeout` (seconds) bounds how long the workers
+    wait for one that died or froze before all fail with an UnavailableError.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if tf_config:
+            configure_coordination_service(tf_config, heartbeat_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=_cluster_resolver(tf_config)
+        )
+    raise ValueError(f"Cannot create strategy {name!r}; resolve 'auto' with choose_strategy_name.")
+
+
+def configure_coordination_service(tf_config: Mapping, heartbeat_timeout: int) -> None:
+    """Sets up the coordination service MultiWorkerMirroredStrategy would, but with our
+    heartbeat timeout: a worker silent that long is declared lost and every other worker's
+    next collective fails, instead of waiting forever. A killed worker is usually noticed
+    sooner, when its connections reset. Call before the strategy and any other TF op.
+    """
+    cluster = tf_config["cluster"]
+    jobs = [job for job in ("chief", "worker") if cluster.get(job)]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{jobs[0]}/replica:0/task:0",  # As MultiWorkerMirroredStrategy.
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+            for job in jobs
+        ],
+        heartbeat_timeout_in_ms=heartbeat_timeout * 1000,
+    )
+
+
+def weights_checksum(model: tf_keras.Model) -> str:
+    """A short digest of all of `model`'s weights (trainable or not), in a fixed order.
+
+    Reading weights may be a collective op under MultiWorkerMirroredStrategy: call it on
+    every worker, at the same point.
+    """
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _cluster_resolver(tf_config: Mapping | None) -> tf.distribute.cluster_resolver.ClusterResolver:
+    """A resolver from an explicit TF_CONFIG dict, so Vertex's CLUSTER_SPEC works unchanged."""
+    if tf_config is None:
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(tf_config["cluster"]),
+        task_type=tf_config["task"]["type"],
+        task_id=int(tf_config["task"]["index"]),
+        rpc_layer="grpc",
+    )
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Sets the global Keras dtype policy for the duration of the block, then restores it."""
+    previous = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
+
+
+@contextlib.contextmanager
+def chief_or_temporary_dir(final_dir: str, chief: bool) -> Iterator[str]:
+    """Yields `final_dir` on the chief; elsewhere a throw-away folder removed afterwards.
+
+    Standard MultiWorkerMirroredStrategy pattern: every worker runs the same save code (saving
+    may need collective ops), but only the chief's copy is kept.
+    """
+    if chief:
+        yield final_dir
+        return
+    scratch = tempfile.mkdtemp(prefix="worker-scratch-")
+    try:
+        yield os.path.join(scratch, os.path.basename(final_dir.rstrip("/")) or "out")
+    finally:
+        tf.io.gfile.rmtree(scratch)

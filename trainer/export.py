@@ -1,0 +1,183 @@
+"""Exports a trained classifier as a SavedModel that Vertex AI Prediction serves as it is.
+
+Signatures:
+  serving_default(image_bytes: string [None]) -> {classes: string [None, k],
+                                                  probabilities: float32 [None, k]}
+    Encoded JPEG, PNG, GIF (first frame), BMP or WebP images, as Vertex AI delivers them from
+    `{"instances": [{"image_bytes": {"b64": "..."}}]}` (it decodes the base64 itself).
+    Decoding and preprocessing run inside the graph and match evaluation: centre crop of
+    image_size / (image_size + 32) of the shorter side, antialiased resize to image_size,
+    scale to [0, 1] (evaluation decodes only the crop of a JPEG, which can move a few edge
+    pixels by one step). Undecodable bytes fail that request with InvalidArgumentError; the server
+    and the loaded model keep working.
+  predict_images(images: float32 [None, H, W, 3] in [0, 1]) -> same outputs
+    Images already framed as wanted; they are only resized to image_size if needed.
+
+The class names are also an asset, `assets/labels.txt` (one per line, in label order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import tempfile
+from collections.abc import Sequence
+
+import tensorflow as tf
+import tf_keras
+
+from trainer import outputs
+
+LABELS_FILE = "labels.txt"
+# Mirrors trainer/input_pipeline.py's evaluation crop (224 of 256); a test holds them equal.
+_CROP_PADDING = 32
+
+
+def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """One encoded image (any format tf.io.decode_image reads) -> float32 [S, S, 3] in [0, 1].
+
+    The same geometry as evaluation: the centre square of image_size / (image_size + 32) of the
+    shorter side, resized with antialiasing. Grayscale and RGBA become RGB; a GIF gives its
+    first frame.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    fraction = image_size / (image_size + _CROP_PADDING)
+    crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    crop = tf.maximum(crop, 1)
+    top, left = (height - crop + 1) // 2, (width - crop + 1) // 2
+    image = image[top : top + crop, left : left + crop]
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+
+class ServingModule(tf.Module):
+    """The model plus preprocessing and top-k, as functions to export as signatures."""
+
+    def __init__(
+        self,
+        model: tf_keras.Model,
+        class_names: Sequence[str],
+        labels_path: str,
+        image_size: int,
+        top_k: int,
+    ):
+        super().__init__(name="serving")
+        self.model = model
+        self.labels_file = tf.saved_model.Asset(labels_path)
+        self._class_names = tf.constant(list(class_names))
+        self._image_size = image_size
+        self._top_k = top_k
+        self._input_dtype = tf.as_dtype(model.inputs[0].dtype) if model.inputs else tf.float32
+
+    def _top_k_outputs(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # A mixed_float16 model may take float16 inputs and give float16 outputs; the
+        # signatures always take and return float32.
+        probabilities = self.model(tf.cast(images, self._input_dtype), training=False)
+        probabilities = tf.cast(probabilities, tf.float32)
+        top = tf.math.top_k(probabilities, k=self._top_k)
+        return {
+            "classes": tf.gather(self._class_names, top.indices),
+            "probabilities": top.values,
+        }
+
+    def serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(
+            lambda data: decode_and_center_crop(data, self._image_size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([self._image_size] * 2 + [3], tf.float32),
+        )
+        return self._top_k_outputs(images)
+
+    def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        size = [self._image_size, self._image_size]
+        images = tf.cond(
+            tf.reduce_all(tf.shape(images)[1:3] == size),
+            lambda: images,
+            lambda: tf.image.resize(images, size, antialias=True),
+        )
+        return self._top_k_outputs(images)
+
+
+def export_serving_model(
+    model: tf_keras.Model,
+    class_names: Sequence[str],
+    export_dir: str,
+    *,
+    image_size: int = 224,
+    top_k: int = 5,
+) -> str:
+    """Writes the serving SavedModel (see the module docstring) to `export_dir`, atomically.
+
+    The model is written to a temporary sibling folder and renamed into place when complete,
+    replacing any previous export there.
+
+    Args:
+      model: maps float [B, image_size, image_size, 3] images in [0, 1] to [B, C] softmax
+        probabilities; may have been built under a mixed_float16 policy.
+      class_names: the C class names, in label order.
+      export_dir: local or gs:// folder to write.
+      image_size: the model's input height and width.
+      top_k: how many classes each prediction returns.
+
+    Returns:
+      `export_dir`.
+
+    Raises:
+      ValueError: the model's input or output shape disagrees with `image_size` or
+        `class_names`, or `top_k` is not between 1 and the number of classes.
+    """
+    _check_arguments(model, class_names, image_size, top_k)
+    with tempfile.TemporaryDirectory(prefix="labels-") as local_dir:
+        labels_path = os.path.join(local_dir, LABELS_FILE)
+        with open(labels_path, "w", encoding="utf-8") as stream:
+            stream.write("".join(f"{name}\n" for name in class_names))
+        module = ServingModule(model, class_names, labels_path, image_size, top_k)
+        signatures = {
+            "serving_default": tf.function(module.serve_bytes).get_concrete_function(
+                tf.TensorSpec([None], tf.string, name="image_bytes")
+            ),
+            "predict_images": tf.function(module.serve_images).get_concrete_function(
+                tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+            ),
+        }
+        with outputs.atomic_output_dir(export_dir) as temporary_dir, _quiet_tensorflow_info():
+            tf.saved_model.save(module, temporary_dir, signatures=signatures)
+    return export_dir
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_info():
+    # Saving a hub.KerasLayer logs every one of its variables as an input name "with unsupported
+    # characters" (thousands of numbers on one INFO line): harmless, and it drowns the run's log.
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_arguments(model, class_names, image_size: int, top_k: int) -> None:
+    num_outputs = model.outputs[0].shape[-1] if model.outputs else None
+    if num_outputs is not None and num_outputs != len(class_names):
+        raise ValueError(
+            f"model gives {num_outputs} outputs but there are {len(class_names)} class names"
+        )
+    input_size = tuple(model.inputs[0].shape[1:3]) if model.inputs else ()
+    if any(side is not None and side != image_size for side in input_size):
+        raise ValueError(f"model takes {input_size} images but image_size={image_size}")
+    if not 1 <= top_k <= len(class_names):
+        raise ValueError(f"top_k={top_k} must be between 1 and the {len(class_names)} classes")
+
+
+def read_labels(export_dir: str) -> list[str]:
+    """The class names stored with an export, in label order."""
+    path = posixpath.join(export_dir, "assets", LABELS_FILE)
+    with tf.io.gfile.GFile(path) as stream:
+        return stream.read().splitlines()
