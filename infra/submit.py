@@ -21,8 +21,7 @@ from absl import app, flags
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 
-from infra import job_specs
-from tfds_oregon import storage
+from infra import job_specs, storage
 
 _KIND = flags.DEFINE_enum("kind", "custom", ["custom", "tuning"], "A training run or a study.")
 _PROJECT = flags.DEFINE_string("project", None, "Google Cloud project id (not for --dry_run).")

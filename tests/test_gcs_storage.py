@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tfds_oregon import storage
+from infra import storage
 
 
 @pytest.fixture

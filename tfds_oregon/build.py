@@ -15,7 +15,8 @@ import sys
 
 import tensorflow_datasets as tfds
 
-from tfds_oregon import archive, storage, summary
+from infra import storage
+from tfds_oregon import archive, summary
 from tfds_oregon.oregon_wildlife.oregon_wildlife_dataset_builder import Builder
 
 CONFIG_NAMES = tuple(config.name for config in Builder.BUILDER_CONFIGS)

@@ -19,7 +19,7 @@ from typing import NoReturn
 import tensorflow as tf
 from absl import app, flags
 
-from tfds_oregon import storage
+from infra import storage
 from trainer import callbacks, distribute, preemption, train
 from trainer.config import TrainConfig, resolve_output_dirs
 
