@@ -28,11 +28,9 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras
 
-from trainer import outputs
+from trainer import input_pipeline, outputs
 
 LABELS_FILE = "labels.txt"
-# Mirrors trainer/input_pipeline.py's evaluation crop (224 of 256); a test holds them equal.
-_CROP_PADDING = 32
 
 
 def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -46,7 +44,7 @@ def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor
     image.set_shape([None, None, 3])
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    fraction = image_size / (image_size + _CROP_PADDING)
+    fraction = image_size / (image_size + input_pipeline.EVAL_CROP_PADDING)
     crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
     crop = tf.maximum(crop, 1)
     top, left = (height - crop + 1) // 2, (width - crop + 1) // 2

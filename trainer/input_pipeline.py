@@ -19,7 +19,7 @@ import tfds_oregon  # noqa: F401 - registers the oregon_wildlife builder with TF
 DEFAULT_DATASET = "oregon_wildlife/resized_256"
 # Eval crops the centre image_size / (image_size + 32) of the shorter side (224/256 = 0.875),
 # the usual ImageNet evaluation crop.
-_CROP_PADDING = 32
+EVAL_CROP_PADDING = 32
 _SHUFFLE_BUFFER = 2048
 
 
@@ -109,10 +109,8 @@ def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Centre crop (decoding only the crop) and resize of one JPEG → [S, S, 3] in [0, 1]."""
     shape = tf.image.extract_jpeg_shape(image_bytes)
     height, width = shape[0], shape[1]
-    crop = tf.cast(
-        image_size / (image_size + _CROP_PADDING) * tf.cast(tf.minimum(height, width), tf.float32),
-        tf.int32,
-    )
+    fraction = image_size / (image_size + EVAL_CROP_PADDING)
+    crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
     crop = tf.maximum(crop, 1)
     crop_window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
     image = tf.image.decode_and_crop_jpeg(image_bytes, crop_window, channels=3)
