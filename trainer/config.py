@@ -11,6 +11,15 @@ from trainer import backbones, distribute, input_pipeline
 OPTIMIZERS = ("adamw", "sgd")
 
 
+def option(default, help: str, **flag_kwargs) -> dataclasses.Field:  # noqa: A002 - absl's name.
+    """A TrainConfig field that is also a command-line flag: its ONE definition.
+
+    task.py generates `--<field name>` from it, with this default and help; `flag_kwargs`
+    (e.g. `lower_bound`) go to the absl flag definition.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag_kwargs})
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputDirs:
     """Where a run writes. On Vertex AI the AIP_* variables choose; else folders in job_dir."""

@@ -43,14 +43,11 @@ def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    fraction = image_size / (image_size + input_pipeline.EVAL_CROP_PADDING)
-    crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-    crop = tf.maximum(crop, 1)
-    top, left = (height - crop + 1) // 2, (width - crop + 1) // 2
-    image = image[top : top + crop, left : left + crop]
-    image = tf.image.resize(image, [image_size, image_size], antialias=True)
-    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    top, left, height, width = tf.unstack(
+        input_pipeline.eval_crop_window(shape[0], shape[1], image_size)
+    )
+    image = image[top : top + height, left : left + width]
+    return input_pipeline.resize_and_scale(image, image_size)
 
 
 class ServingModule(tf.Module):

@@ -102,22 +102,33 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
     crop_window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.image.decode_and_crop_jpeg(image_bytes, crop_window, channels=3)
     image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    return _resize_and_scale(image, image_size)
+    return resize_and_scale(image, image_size)
+
+
+def eval_crop_window(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The evaluation crop of an image of `height` x `width`: [top, left, size, size] (int32).
+
+    The centred square of image_size / (image_size + EVAL_CROP_PADDING) of the shorter side.
+    The ONE definition of the evaluation geometry: evaluation, the serving signature and the
+    device export all call it, so they frame every image identically.
+    """
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    fraction = image_size / (image_size + EVAL_CROP_PADDING)
+    crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    crop = tf.maximum(crop, 1)
+    return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
 
 
 def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Centre crop (decoding only the crop) and resize of one JPEG → [S, S, 3] in [0, 1]."""
     shape = tf.image.extract_jpeg_shape(image_bytes)
-    height, width = shape[0], shape[1]
-    fraction = image_size / (image_size + EVAL_CROP_PADDING)
-    crop = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-    crop = tf.maximum(crop, 1)
-    crop_window = tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
+    crop_window = eval_crop_window(shape[0], shape[1], image_size)
     image = tf.image.decode_and_crop_jpeg(image_bytes, crop_window, channels=3)
-    return _resize_and_scale(image, image_size)
+    return resize_and_scale(image, image_size)
 
 
-def _resize_and_scale(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def resize_and_scale(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """uint8 [H, W, 3] crop → float32 [S, S, 3] in [0, 1]: the last step of every pipeline."""
     image = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 

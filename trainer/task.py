@@ -14,10 +14,11 @@ import os
 import posixpath
 import sys
 import uuid
-from typing import NoReturn
+
+from trainer import cli  # isort: skip - first: it quiets TensorFlow before TensorFlow loads.
 
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from infra import storage
 from trainer import callbacks, distribute, preemption, train
@@ -101,7 +102,7 @@ flags.DEFINE_integer(
 FLAGS = flags.FLAGS
 
 # Exit codes: what whoever restarts the job should do next (README, "Reliability").
-EXIT_BAD_INPUT = 2  # Fix the flags or the data named in the error line, then run again.
+EXIT_BAD_INPUT = cli.EXIT_BAD_INPUT  # Fix the flags or data named in the error line, run again.
 EXIT_DIVERGED = 3  # The loss became NaN/inf: lower --learning_rate (or use float32).
 EXIT_LOST_WORKER = 75  # EX_TEMPFAIL: a worker was lost; restart all workers to resume.
 # preemption.EXIT_CODE (143): SIGTERM, state saved; restart with the same --job_dir to resume.
@@ -141,23 +142,9 @@ def check_writable(job_dir: str) -> None:
         raise ValueError(f"job_dir {job_dir} is not writable: {message}") from error
 
 
-def fail(message: str, exit_code: int) -> NoReturn:
-    """Prints `message` as ONE line `error: ...` on stderr and exits with `exit_code`."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    sys.exit(exit_code)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag or a missing --flagfile reported in one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        fail(f"{str(error).removeprefix('ERROR:: ')} (--helpshort lists the flags)", EXIT_BAD_INPUT)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        fail(
+        cli.fail(
             f"unexpected arguments {' '.join(argv[1:])}: flags look like --name=value",
             EXIT_BAD_INPUT,
         )
@@ -169,16 +156,16 @@ def main(argv: list[str]) -> None:
         check_writable(job_dir)
         train.train_and_evaluate(config, job_dir)
     except ValueError as error:
-        fail(str(error), EXIT_BAD_INPUT)
+        cli.fail(str(error), EXIT_BAD_INPUT)
     except callbacks.TrainingDivergedError as error:
-        fail(str(error), EXIT_DIVERGED)
+        cli.fail(str(error), EXIT_DIVERGED)
     except preemption.Preempted as stop:
         print(stop, file=sys.stderr, flush=True)
         sys.exit(preemption.EXIT_CODE)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         if distribute.count_workers(config.tf_config) < 2:  # Only training raises it: set.
             raise
-        fail(
+        cli.fail(
             f"lost contact with another worker ({_peer_failure(error)}); restart all workers "
             "with the same --job_dir to resume",
             EXIT_LOST_WORKER,
@@ -199,4 +186,4 @@ def _peer_failure(error: tf.errors.OpError) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, bad_input=())
