@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from trainer import backbones, input_pipeline, models, train
+from trainer import backbones, input_pipeline, models, standin_backbone, train
 from trainer.config import TrainConfig
 
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         if args.backbone is None:
-            args.backbone = backbones.export_untrained_backbone(
+            args.backbone = standin_backbone.export_untrained_backbone(
                 os.path.join(scratch, "mobilenet_v2_130"), 1.3, args.image_size
             )
         modes = args.modes.split(",")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Sequence
 
@@ -101,18 +102,25 @@ def check_readable(path: str) -> None:
         raise ValueError(f"{path} does not exist")
 
 
-def check_writable(path: str) -> None:
-    """Checks that objects can be created and deleted under `path` (local or gs://).
+def check_writable(path: str, what: str = "") -> None:
+    """Checks that files can be created and deleted under `path` (local or gs://), by doing it.
 
-    For gs:// it writes and deletes one empty probe object under `path`: what a training job
-    does with its checkpoints, and the only check that sees every way a grant can be missing.
+    gs://: writes and deletes one empty probe object under `path` through google-cloud-storage:
+    what a training job does with its checkpoints, and the only check that sees every way a
+    grant can be missing. Local: creates `path` (as the job would) and a probe file in it. A
+    real write, not a look at permission bits: root writes through them, and a read-only
+    mount or /proc refuses writes whatever they say.
+
+    Args:
+      path: the folder to check.
+      what: how error messages name the folder, e.g. "job_dir".
 
     Raises:
-      ValueError: as `check_bucket_exists`, the caller cannot write there, or a local `path`
-        lies under something that is not a writable directory.
+      ValueError: as `check_bucket_exists`, or the caller cannot write there; the one-line
+        message reads "<what> <path> is not writable: <reason>" for local paths.
     """
     if not is_gcs(path):
-        _check_local_writable(path)
+        _probe_local(path, f"{what} {path}".strip())
         return
     from google.api_core import exceptions
 
@@ -127,14 +135,22 @@ def check_writable(path: str) -> None:
         raise ValueError(_permission_message(path, "roles/storage.objectAdmin", e)) from None
 
 
-def _check_local_writable(path: str) -> None:
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"cannot write under {path}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"cannot write under {path}: {existing} is not writable")
+def _probe_local(path: str, name: str) -> None:
+    """Creates `path` and a probe file in it, then deletes the probe."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            reason = f"{existing} is a file, not a directory"
+        else:
+            reason = error.strerror or type(error).__name__
+        raise ValueError(f"{name} is not writable: {reason}") from None
 
 
 def _client():

@@ -36,7 +36,7 @@ step "Building the oregon_wildlife/resized_256 dataset"
 step "Creating the offline stand-in backbone (UNTRAINED MobileNet V2, TF Hub feature-vector format)"
 # A real run uses the TF Hub handle (the default --backbone); this machine may have no network.
 if [[ ! -d "$DEMO_DIR/backbone" ]]; then
-  "$PY" -m trainer.backbones --out "$DEMO_DIR/backbone" --alpha 0.35 --image_size 128
+  "$PY" -m trainer.standin_backbone --out "$DEMO_DIR/backbone" --alpha 0.35 --image_size 128
 fi
 
 step "Training: python -m trainer.task (1 head-only epoch, then 7 fine-tuning epochs, CPU)"

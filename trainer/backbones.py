@@ -1,19 +1,21 @@
-"""Image backbones: MobileNet V2 from a TF Hub / Kaggle / gs:// / local SavedModel handle, or
-from `tf_keras.applications` (`keras:` handles), plus an offline stand-in SavedModel.
+"""Image backbones: a TF Hub / Kaggle / gs:// / local SavedModel handle, or a `keras:` handle
+naming a `tf_keras.applications` family in `KERAS_FAMILIES`.
 
 Every backbone takes float images in [0, 1] (NHWC) and returns one feature vector per image.
+The offline stand-in SavedModel for tests and demos is made by `trainer.standin_backbone`.
 
-`python -m trainer.backbones --out DIR [--alpha 0.35] [--image_size 224]` writes an UNTRAINED
-MobileNet V2 SavedModel in the TF Hub feature-vector convention, for tests and offline demos.
+Like Model Garden's `register_backbone_builder` (official/vision/modeling/backbones/factory.py),
+but as a plain table: adding a tf_keras application is one `KERAS_FAMILIES` entry plus its test
+(README, "Extending").
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 
 import tensorflow as tf
 import tensorflow_hub as hub
@@ -22,13 +24,82 @@ from absl import logging
 
 DEFAULT_HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_130_224/feature_vector/5"
 KERAS_PREFIX = "keras:"
+UNTRAINED_SUFFIX = ":untrained"
 # Written into assets/ of the stand-in SavedModel; TF Hub models do not have it.
 METADATA_FILE = "trainer_backbone.json"
-# MobileNet V2 uses 0.999, tuned for long ImageNet runs; from random weights the moving
-# statistics would lag the weights for thousands of steps, so the stand-in follows faster.
-_STAND_IN_BATCHNORM_MOMENTUM = 0.9
-_KERAS_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)  # Those with published ImageNet weights.
-_KERAS_HANDLE = re.compile(r"^keras:mobilenet_v2_(\d{3})(:untrained)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasFamily:
+    """One `tf_keras.applications` backbone family: handles `keras:<name>_<variant>[:untrained]`.
+
+    Attributes:
+      constructor: the application, called with `input_shape`, `include_top=False`,
+        `pooling="avg"`, `weights` and a variant's keyword arguments.
+      variants: handle suffix -> constructor keyword arguments (e.g. "130" -> alpha=1.3);
+        only those with published ImageNet weights.
+      input_scale, input_offset: `x * scale + offset` maps our [0, 1] images to the range the
+        application expects (its documented preprocessing).
+      weights: the `weights=` the application downloads ("imagenet"); a `:untrained` handle,
+        or weights that cannot be fetched, get random ones (`weights=None`).
+    """
+
+    constructor: Callable[..., tf_keras.Model]
+    variants: Mapping[str, Mapping[str, object]]
+    input_scale: float
+    input_offset: float
+    weights: str = "imagenet"
+
+
+KERAS_FAMILIES: dict[str, KerasFamily] = {
+    # MobileNetV2 expects [-1, 1]: `mobilenet_v2.preprocess_input` maps [0, 255] there
+    # (https://www.tensorflow.org/api_docs/python/tf/keras/applications/mobilenet_v2/preprocess_input).
+    "mobilenet_v2": KerasFamily(
+        constructor=tf_keras.applications.MobileNetV2,
+        variants={f"{round(a * 100):03d}": {"alpha": a} for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)},
+        input_scale=2.0,
+        input_offset=-1.0,
+    ),
+    # The second family, for phones with int8 models: MobileNet V3 Large rather than
+    # EfficientNet-B0. It was searched for phone latency, costs 217M MACs against B0's 390M, and
+    # int8 keeps its accuracy (75.2 -> 73.9 top-1 for the 8-bit checkpoint, tensorflow/models
+    # research/slim/nets/mobilenet/README.md). EfficientNet-B0's swish and squeeze-excite
+    # quantize badly: Google's EfficientNet-Lite removes both "for easier post-quantization"
+    # (tensorflow/tpu models/official/efficientnet/lite/README.md), and one int8 toolchain
+    # reports B0 falling from 67.1 to 38.9 top-1 against Lite0's 73.5 -> 73.3
+    # (sophgo/tpu_compiler regression/net_info/net_accuracy.md). "100_minimalistic" drops
+    # squeeze-excite and hard-swish too: the pick for int8 on phone DSPs and NPUs.
+    # The application includes its own Rescaling and expects [0, 255] pixels (tf_keras
+    # applications/mobilenet_v3.py docstring: "inputs to be float tensors of pixels with values
+    # in the [0-255] range"; its `preprocess_input` does nothing).
+    "mobilenet_v3_large": KerasFamily(
+        constructor=tf_keras.applications.MobileNetV3Large,
+        variants={
+            "075": {"alpha": 0.75},
+            "100": {"alpha": 1.0},
+            "100_minimalistic": {"alpha": 1.0, "minimalistic": True},
+        },
+        input_scale=255.0,
+        input_offset=0.0,
+    ),
+}
+
+
+def keras_handles() -> list[str]:
+    """Every valid `keras:` handle (without `:untrained`), e.g. keras:mobilenet_v2_130."""
+    return [
+        f"{KERAS_PREFIX}{name}_{variant}"
+        for name, family in KERAS_FAMILIES.items()
+        for variant in family.variants
+    ]
+
+
+def describe_keras_handles() -> str:
+    """One line for help texts: each family with its variants."""
+    return "; ".join(
+        f"{KERAS_PREFIX}{name}_{{{','.join(family.variants)}}}"
+        for name, family in KERAS_FAMILIES.items()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +116,8 @@ def create_backbone(handle: str, image_size: int) -> tuple[tf_keras.layers.Layer
 
     Args:
       handle: a TF Hub / Kaggle Models URL, gs:// or local SavedModel folder, or
-        `keras:mobilenet_v2_<alpha*100>[:untrained]` (e.g. `keras:mobilenet_v2_130`).
+        `keras:<family>_<variant>[:untrained]` from `KERAS_FAMILIES` (e.g.
+        `keras:mobilenet_v2_130`).
       image_size: height and width of the (square) input images.
     """
     if handle.startswith(KERAS_PREFIX):
@@ -60,7 +132,7 @@ def create_backbone(handle: str, image_size: int) -> tuple[tf_keras.layers.Layer
         raise ValueError(
             f"Cannot load backbone {handle}: {_error_summary(error).rstrip('.')}. Pass a TF "
             "Hub or Kaggle handle this machine can reach, a gs:// or local SavedModel folder "
-            "(python -m trainer.backbones --out DIR writes an offline one), or "
+            "(python -m trainer.standin_backbone --out DIR writes an offline one), or "
             "keras:mobilenet_v2_130."
         ) from error
     validate_backbone(layer, image_size, handle)
@@ -119,127 +191,66 @@ def read_backbone_metadata(handle: str) -> dict:
         return json.load(f)
 
 
+def parse_keras_handle(handle: str) -> tuple[str, str, bool]:
+    """`keras:mobilenet_v2_130:untrained` -> ("mobilenet_v2", "130", False): family name,
+    variant and whether ImageNet weights are wanted. Raises ValueError naming valid handles."""
+    name = handle.removeprefix(KERAS_PREFIX)
+    pretrained = not name.endswith(UNTRAINED_SUFFIX)
+    name = name.removesuffix(UNTRAINED_SUFFIX)
+    # Longest family name first, so a family may be a prefix of another.
+    for family in sorted(KERAS_FAMILIES, key=len, reverse=True):
+        if name.startswith(family + "_"):
+            variant = name[len(family) + 1 :]
+            allowed = tuple(KERAS_FAMILIES[family].variants)
+            if variant not in allowed:
+                raise ValueError(
+                    f"Backbone {handle!r}: variant {variant!r} of {family} is not one of "
+                    f"{allowed} (those with published ImageNet weights)."
+                )
+            return family, variant, pretrained
+    raise ValueError(
+        f"Unknown backbone {handle!r}; keras handles look like keras:mobilenet_v2_130, "
+        f"optionally with '{UNTRAINED_SUFFIX}': {describe_keras_handles()}."
+    )
+
+
+def create_keras_model(
+    family_name: str, variant: str, image_size: int, weights: str | None
+) -> tf_keras.Model:
+    """The application of `KERAS_FAMILIES[family_name]`, wrapped to take [0, 1] images.
+
+    Returns a model named 'backbone': Input -> Rescaling(the family's input scaling) -> the
+    application (include_top=False, average pooling) -> feature vectors.
+    """
+    family = KERAS_FAMILIES[family_name]
+    base = family.constructor(
+        input_shape=(image_size, image_size, 3),
+        include_top=False,
+        pooling="avg",
+        weights=weights,
+        **family.variants[variant],
+    )
+    inputs = tf_keras.Input((image_size, image_size, 3), name="images")
+    scaled = tf_keras.layers.Rescaling(family.input_scale, offset=family.input_offset)(inputs)
+    return tf_keras.Model(inputs, base(scaled), name="backbone")
+
+
 def _create_keras_backbone(
     handle: str, image_size: int
 ) -> tuple[tf_keras.layers.Layer, BackboneInfo]:
-    """`keras:mobilenet_v2_130` → tf_keras MobileNetV2(alpha=1.3), ImageNet weights if reachable."""
-    match = _KERAS_HANDLE.match(handle)
-    if not match:
-        raise ValueError(
-            f"Unknown backbone {handle!r}; keras handles look like keras:mobilenet_v2_130 "
-            "(alpha x 100: 035, 050, 075, 100, 130, 140), optionally with ':untrained'."
-        )
-    alpha = int(match.group(1)) / 100
-    if alpha not in _KERAS_ALPHAS:
-        raise ValueError(f"Backbone {handle!r}: alpha {alpha} is not one of {_KERAS_ALPHAS}.")
-    pretrained = not match.group(2)
-    base = _keras_mobilenet_v2(alpha, image_size, "imagenet") if pretrained else None
-    if base is None:
-        if pretrained:
-            logging.warning("ImageNet weights for %s are not reachable; using random ones.", handle)
-        pretrained = False
-        base = _keras_mobilenet_v2(alpha, image_size, None)
-    inputs = tf_keras.Input((image_size, image_size, 3), name="images")
-    features = base(tf_keras.layers.Rescaling(2.0, offset=-1.0)(inputs))
-    layer = tf_keras.Model(inputs, features, name="backbone")
-    layer.trainable = False
-    return layer, BackboneInfo(handle=handle, pretrained=pretrained, runs_in_model_dtype=True)
-
-
-def _keras_mobilenet_v2(alpha: float, image_size: int, weights: str | None):
-    """The application model; None when ImageNet weights were asked for but cannot be fetched."""
+    """`keras:mobilenet_v2_130` -> tf_keras MobileNetV2(alpha=1.3), with ImageNet weights
+    when they can be fetched."""
+    family_name, variant, pretrained = parse_keras_handle(handle)
+    weights = KERAS_FAMILIES[family_name].weights if pretrained else None
     try:
-        return tf_keras.applications.MobileNetV2(
-            input_shape=(image_size, image_size, 3),
-            alpha=alpha,
-            include_top=False,
-            pooling="avg",
-            weights=weights,
-        )
+        layer = create_keras_model(family_name, variant, image_size, weights)
     except Exception as error:  # noqa: BLE001 - a failed download has many types (URLError, ...)
         if weights is None:
             raise
-        logging.warning("Could not load ImageNet weights: %s", error)
-        return None
-
-
-def export_untrained_backbone(
-    out_dir: str, alpha: float = 0.35, image_size: int = 224, seed: int = 0
-) -> str:
-    """Writes an untrained MobileNet V2 feature-vector SavedModel usable by hub.KerasLayer.
-
-    Same convention as TF Hub's MobileNet V2 feature vectors: float inputs in [0, 1], a
-    `training` argument (BatchNorm), trainable variables. `assets/trainer_backbone.json` says
-    the weights are random, so runs using it can say so. Written to a temporary folder first.
-
-    Returns:
-      `out_dir`.
-    """
-    tf_keras.utils.set_random_seed(seed)
-    base = tf_keras.applications.MobileNetV2(
-        input_shape=(image_size, image_size, 3),
-        alpha=alpha,
-        include_top=False,
-        pooling="avg",
-        weights=None,
-    )
-    inputs = tf_keras.Input((image_size, image_size, 3), name="images")
-    # TF Hub image modules take [0, 1]; MobileNet V2 was trained on [-1, 1].
-    model = tf_keras.Model(inputs, base(tf_keras.layers.Rescaling(2.0, offset=-1.0)(inputs)))
-    _calibrate_batchnorm(model, image_size, seed)
-    tmp_dir = out_dir.rstrip("/") + ".tmp"
-    if tf.io.gfile.exists(tmp_dir):
-        tf.io.gfile.rmtree(tmp_dir)
-    tf.saved_model.save(model, tmp_dir)
-    metadata = {
-        "pretrained": False,
-        "architecture": "mobilenet_v2",
-        "alpha": alpha,
-        "image_size": image_size,
-        "seed": seed,
-    }
-    tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets"))
-    with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=2)
-    if tf.io.gfile.exists(out_dir):
-        tf.io.gfile.rmtree(out_dir)
-    tf.io.gfile.rename(tmp_dir, out_dir)
-    return out_dir
-
-
-def _calibrate_batchnorm(model: tf_keras.Model, image_size: int, seed: int) -> None:
-    """Sets every BatchNorm's moving statistics from one batch of random images.
-
-    Freshly initialised moving statistics (mean 0, variance 1) do not normalise anything, so in
-    inference mode the activations of a random 50-layer network collapse or explode and its
-    features carry no information. After this, the random features have unit scale and a head
-    trained on them can learn; the weights themselves stay untrained.
-    """
-    batchnorms = [
-        layer
-        for layer in model.get_layer(index=-1).layers
-        if isinstance(layer, tf_keras.layers.BatchNormalization)
-    ]
-    momenta = [layer.momentum for layer in batchnorms]
-    for layer in batchnorms:
-        layer.momentum = 0.0
-    images = tf.random.stateless_uniform([64, image_size, image_size, 3], seed=[seed, 1])
-    model(images, training=True)
-    for layer, momentum in zip(batchnorms, momenta, strict=True):
-        layer.momentum = min(momentum, _STAND_IN_BATCHNORM_MOMENTUM)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: `python -m trainer.backbones --out DIR [--alpha 0.35] [--image_size 224]`."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="Folder to write the SavedModel to.")
-    parser.add_argument("--alpha", type=float, default=0.35, help="Width multiplier (1.3 = real).")
-    parser.add_argument("--image_size", type=int, default=224, help="Input height/width, pixels.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed for the random weights.")
-    args = parser.parse_args(argv)
-    out = export_untrained_backbone(args.out, args.alpha, args.image_size, args.seed)
-    print(f"Wrote an UNTRAINED MobileNet V2 (alpha={args.alpha}) backbone to {out}")
-
-
-if __name__ == "__main__":
-    main()
+        logging.warning(
+            "ImageNet weights for %s are not reachable (%s); using random ones.", handle, error
+        )
+        pretrained = False
+        layer = create_keras_model(family_name, variant, image_size, None)
+    layer.trainable = False
+    return layer, BackboneInfo(handle=handle, pretrained=pretrained, runs_in_model_dtype=True)

@@ -1,23 +1,101 @@
-"""The run configuration: one frozen dataclass built by task.py from flags, read by train.py."""
+"""The run configuration: one frozen dataclass, read by train.py, whose fields define the flags.
+
+Each option is written once, as a `TrainConfig` field made by `option(default, help)`;
+`define_flags` turns those fields into absl flags (type from the annotation) and
+`config_from_flags` reads them back. A dataclass rather than ml_collections config files (as
+flax does): the options are a flat, typed list that train.py reads as attributes, the presets
+already are `--flagfile`s, and a typo in a field name fails when the module is imported.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import typing
 from collections.abc import Mapping
+
+from absl import flags
 
 from trainer import backbones, distribute, input_pipeline
 
 OPTIMIZERS = ("adamw", "sgd")
+# TrainConfig fields that are not flags: task.py derives them from job_dir and the environment.
+DERIVED_FIELDS = ("outputs", "tf_config")
 
 
 def option(default, help: str, **flag_kwargs) -> dataclasses.Field:  # noqa: A002 - absl's name.
     """A TrainConfig field that is also a command-line flag: its ONE definition.
 
-    task.py generates `--<field name>` from it, with this default and help; `flag_kwargs`
-    (e.g. `lower_bound`) go to the absl flag definition.
+    `define_flags` makes `--<field name>` from it, with this default and help; `flag_kwargs`
+    (e.g. `lower_bound`, or `enum_values` for a str) go to the absl flag definition.
     """
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag_kwargs})
+
+
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of dataclass `cls` made by `option`, in definition order."""
+    return [field for field in dataclasses.fields(cls) if "help" in field.metadata]
+
+
+class _IntegralParser(flags.IntegerParser):
+    """absl's integer parser that also takes integral floats such as "64.0".
+
+    Vertex AI hyperparameter tuning passes the trial's value of an INTEGER parameter as a
+    double (https://github.com/googleapis/python-aiplatform/issues/866: integer_value_spec
+    returns 200.0), so `--batch_size=64.0` must mean 64; "64.5" is still an error.
+    """
+
+    def convert(self, argument: int | str) -> int:
+        try:
+            return super().convert(argument)
+        except ValueError:
+            try:
+                value = float(argument)
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value.is_integer()):
+                raise ValueError(f"{argument!r} is not a whole number") from None
+            return int(value)
+
+
+def define_flags(cls: type, flag_values: flags.FlagValues) -> None:
+    """Defines one absl flag per `option` field of dataclass `cls`, typed by its annotation
+    (str, int, float or bool, optionally `| None`)."""
+    hints = typing.get_type_hints(cls)
+    for field in option_fields(cls):
+        kind = _flag_type(cls, field.name, hints[field.name])
+        kwargs = dict(field.metadata["flag"])
+        name, default, help_text = field.name, field.default, field.metadata["help"]
+        if kind is int:
+            bounds = {k: kwargs.pop(k) for k in ("lower_bound", "upper_bound") if k in kwargs}
+            parser = _IntegralParser(**bounds)
+            flags.DEFINE(
+                parser, name, default, help_text, flag_values, flags.ArgumentSerializer(), **kwargs
+            )
+        elif kind is float:
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values, **kwargs)
+        elif kind is bool:
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values, **kwargs)
+        elif "enum_values" in kwargs:
+            enum_values = kwargs.pop("enum_values")
+            flags.DEFINE_enum(name, default, enum_values, help_text, flag_values, **kwargs)
+        else:
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values, **kwargs)
+
+
+def _flag_type(cls: type, name: str, annotation) -> type:
+    types = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
+    if len(types) != 1 or types[0] not in (str, int, float, bool):
+        raise TypeError(f"{cls.__name__}.{name}: a flag must be str, int, float or bool")
+    return types[0]
+
+
+def config_from_flags(cls: type, flag_values: flags.FlagValues, **derived):
+    """An instance of `cls` with every `option` field read from the parsed `flag_values`, and
+    the other fields from `derived`."""
+    values = {field.name: flag_values[field.name].value for field in option_fields(cls)}
+    return cls(**values, **derived)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,34 +119,86 @@ def resolve_output_dirs(job_dir: str, env: Mapping[str, str]) -> OutputDirs:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything `train.train_and_evaluate` needs. See trainer/task.py for each field's help."""
+    """Everything `train.train_and_evaluate` needs; each `option` field is also a flag.
 
-    data_dir: str | None  # None: TFDS's default data_dir.
-    dataset: str = input_pipeline.DEFAULT_DATASET
-    train_split: str = "train"
-    validation_split: str = "validation"
-    test_split: str = "test"
-    backbone: str = backbones.DEFAULT_HANDLE
-    image_size: int = 224
-    batch_size: int = 64  # Per replica.
-    epochs: int = 10
-    frozen_epochs: int = 3
-    steps_per_epoch: int = 0  # 0: one pass over the training split.
-    learning_rate: float = 0.01  # Per 256 images.
-    warmup_epochs: float = 1.0
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    dropout: float = 0.2
-    fine_tune_layers: int = 0
-    fine_tune_lr_factor: float = 0.1
-    fine_tune_batchnorm: bool = False
-    early_stopping_patience: int = 0
-    precision: str = "auto"
-    strategy: str = "auto"
-    seed: int = 0
-    cache: bool = False
-    worker_heartbeat_timeout: int = distribute.DEFAULT_HEARTBEAT_TIMEOUT  # Seconds.
+    To add an option: add a field here, `name: type = option(default, "help")`, and use it in
+    train.py; task.py makes `--name` from it (README, "Extending").
+    """
+
+    # --- Where the run reads. (job_dir, where it writes, is task.py's: not a training input.)
+    data_dir: str | None = option(
+        None,
+        "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or "
+        "~/tensorflow_datasets).",
+    )
+    dataset: str = option(input_pipeline.DEFAULT_DATASET, "TFDS name/config of the dataset.")
+    train_split: str = option("train", "TFDS split to train on.")
+    validation_split: str = option("validation", "Split for validation.")
+    test_split: str = option("test", "Split for the final test metrics.")
+    # --- What it trains.
+    backbone: str = option(
+        backbones.DEFAULT_HANDLE,
+        "Feature-vector backbone: TF Hub or Kaggle Models handle, gs:// or local SavedModel "
+        "folder, or keras:FAMILY_VARIANT[:untrained], a tf_keras application that runs "
+        f"entirely in mixed precision ({backbones.describe_keras_handles()}).",
+    )
+    image_size: int = option(224, "Input height and width in pixels.")
+    dropout: float = option(0.2, "Dropout rate before the classifier.")
+    # --- How long and how.
+    batch_size: int = option(64, "Batch size PER REPLICA (GPU).")
+    epochs: int = option(10, "Total epochs, both phases included.")
+    frozen_epochs: int = option(
+        3,
+        "First epochs that train the head only, with the backbone frozen; the rest fine-tune "
+        "the backbone too.",
+    )
+    steps_per_epoch: int = option(
+        0, "Cap on steps per epoch for smoke runs; 0 = one full pass over the training split."
+    )
+    learning_rate: float = option(
+        0.01,
+        "Peak learning rate PER 256 IMAGES; scaled linearly to the global batch (per-replica "
+        "batch x replicas).",
+    )
+    warmup_epochs: float = option(1.0, "Linear warm-up of each phase.")
+    optimizer: str = option("adamw", "adamw or sgd (Nesterov momentum 0.9).")
+    weight_decay: float = option(0.0, "Decoupled weight decay; 0 = off.")
+    label_smoothing: float = option(0.1, "Label smoothing, in [0, 1).")
+    fine_tune_layers: int = option(
+        0,
+        "Backbone layers to unfreeze in phase 2, counted from the top; 0 = all (needed for "
+        "hub SavedModel backbones).",
+    )
+    fine_tune_lr_factor: float = option(
+        0.1, "Phase-2 learning rate as a fraction of --learning_rate."
+    )
+    fine_tune_batchnorm: bool = option(
+        False,
+        "Let BatchNorm update its statistics while fine-tuning (default: inference mode, as "
+        "small batches hurt).",
+    )
+    early_stopping_patience: int = option(
+        0, "Stop a phase after this many epochs without better val_accuracy; 0 = off."
+    )
+    # --- Hardware.
+    precision: str = option(
+        "auto",
+        "auto|float32|mixed_float16|mixed_bfloat16; auto = mixed_float16 on GPUs with compute "
+        "capability >= 7.0, float32 otherwise.",
+    )
+    strategy: str = option(
+        "auto",
+        "auto|default|mirrored|multi_worker; auto = multi_worker if TF_CONFIG/CLUSTER_SPEC "
+        "lists several workers, mirrored on several GPUs, else default.",
+    )
+    seed: int = option(0, "Seed for weights, file order, shuffling, crops.")
+    cache: bool = option(False, "Cache the encoded images in memory after epoch 1.")
+    worker_heartbeat_timeout: int = option(
+        distribute.DEFAULT_HEARTBEAT_TIMEOUT,
+        "Several workers: seconds without a heartbeat after which a worker counts as lost and "
+        "every worker stops with an error, instead of waiting for it forever.",
+    )
+    # --- Not flags: task.py derives them from job_dir and the environment (DERIVED_FIELDS).
     outputs: OutputDirs | None = None
     tf_config: dict | None = None
 
@@ -89,8 +219,9 @@ class TrainConfig:
         for name in ("dropout", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be in [0, 1)")
-        if self.weight_decay < 0 or self.warmup_epochs < 0:
-            problems.append("weight_decay and warmup_epochs must be >= 0")
+        for name in ("weight_decay", "warmup_epochs", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0")
         choices = {
             "precision": distribute.PRECISIONS,
             "strategy": distribute.STRATEGIES,
