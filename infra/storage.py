@@ -149,7 +149,7 @@ def _probe_local(path: str, name: str) -> None:
         if not os.path.isdir(existing):
             reason = f"{existing} is a file, not a directory"
         else:
-            reason = error.strerror or type(error).__name__
+            reason = f"could not create {error.filename or path}: {error.strerror or error}"
         raise ValueError(f"{name} is not writable: {reason}") from None
 
 

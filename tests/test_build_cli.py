@@ -24,9 +24,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_oregon
+from tests.fixtures.processes import REPO_ROOT as REPO
 from tfds_oregon import archive, build
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # TensorFlow's C++ runtime prints these at import, before any of its log settings apply.
 _TF_NATIVE_LOG = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} |To enable the following)"

@@ -10,7 +10,8 @@ import sys
 import pytest
 import yaml
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.fixtures.processes import REPO_ROOT as _REPO
+
 _CONFIG = yaml.safe_load((_REPO / "cloudbuild.yaml").read_text())
 _STEPS = {step["id"]: step for step in _CONFIG["steps"]}
 # https://cloud.google.com/build/docs/configuring-builds/substitute-variable-values

@@ -4,12 +4,11 @@ before TensorFlow initialises, which has already happened in the pytest process.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
+from tests.fixtures.processes import run_python
 from trainer import distribute
 
 _VERTEX_CLUSTER_SPEC = {
@@ -158,12 +157,8 @@ def test_two_replicas_match_one_and_the_trainer_runs_mirrored(
     tiny_backbone, learnable_data_dir, tmp_path
 ):
     job_dir = tmp_path / "job"
-    run = subprocess.run(
-        [sys.executable, "-c", _TWO_REPLICAS, tiny_backbone, learnable_data_dir, str(job_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    run = run_python(
+        "-c", _TWO_REPLICAS, tiny_backbone, learnable_data_dir, str(job_dir), timeout=300
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT ")[-1])
@@ -204,15 +199,8 @@ def test_vertex_cluster_spec_creates_a_multi_worker_strategy(unused_tcp_port):
         "cluster": {"workerpool0": [f"localhost:{unused_tcp_port}"]},
         "task": {"type": "workerpool0", "index": 0},
     }
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    run = subprocess.run(
-        [sys.executable, "-c", _ONE_WORKER_MWMS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        env={**env, "CLUSTER_SPEC": json.dumps(spec)},
-    )
+    env = {"TF_CONFIG": None, "CLUSTER_SPEC": json.dumps(spec)}
+    run = run_python("-c", _ONE_WORKER_MWMS, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT ")[-1])
     assert result == {

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.fixtures.processes import REPO_ROOT as _REPO
+
 _DOCKERFILE = _REPO / "infra" / "Dockerfile"
 
 

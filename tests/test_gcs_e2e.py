@@ -17,16 +17,16 @@ import time
 
 import pytest
 
+from tests.fixtures.processes import REPO_ROOT, run_module, run_python
 from tfds_oregon import sample
 
 pytestmark = pytest.mark.slow
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 240
 # A failure must come in seconds. (Without the storage checks, TensorFlow's makedirs in a
 # missing bucket never returns.)
 _FAIL_FAST_S = 60
-_PHOTO = _REPO / "tests" / "data" / "real"
+_PHOTO = REPO_ROOT / "tests" / "data" / "real"
 
 
 def _env(gcs) -> dict[str, str]:
@@ -35,11 +35,7 @@ def _env(gcs) -> dict[str, str]:
 
 
 def _python_m(gcs, *args: str, timeout: float = _TIMEOUT_S) -> subprocess.CompletedProcess:
-    env = _env(gcs)
-    command = [sys.executable, "-m", *args]
-    return subprocess.run(
-        command, cwd=_REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_module(*args, env=_env(gcs), timeout=timeout)
 
 
 def _ok(result: subprocess.CompletedProcess) -> str:
@@ -102,7 +98,7 @@ def _run_until_preempted(gcs, args: list[str], job_dir: str) -> str:
     env = _env(gcs)
     command = [sys.executable, "-m", *args]
     with subprocess.Popen(
-        command, cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         deadline = time.monotonic() + _TIMEOUT_S
         while marker not in gcs.list(marker) and process.poll() is None:
@@ -134,14 +130,12 @@ def test_dataset_reads_back_without_project_code(gcs_emulator, root, built):
         "assert not any(m.startswith(('tfds_oregon', 'trainer')) for m in sys.modules)\n"
         "print(b.info.features['label'].num_classes, n, b.info.splits['train'].num_examples)\n"
     )
-    env = _env(gcs_emulator)
     # Run from an empty folder, so the repository's packages are not even importable.
-    result = subprocess.run(
-        [sys.executable, "-c", code],
+    result = run_python(
+        "-c",
+        code,
         cwd=pathlib.Path(gcs_emulator.env["CURL_CA_BUNDLE"]).parent,
-        env=env,
-        capture_output=True,
-        text=True,
+        env=_env(gcs_emulator),
         timeout=_TIMEOUT_S,
     )
     assert _ok(result).split() == ["20", "20", "160"]

@@ -2,7 +2,6 @@
 
 import http.client
 import json
-import pathlib
 import signal
 import ssl
 import subprocess
@@ -15,8 +14,7 @@ import pytest
 
 from tests.fixtures import gcs as gcs_fixture
 from tests.fixtures import gcs_proxy
-
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.fixtures.processes import REPO_ROOT as _REPO
 
 
 def _tunnel(gcs, host: str = "www.googleapis.com") -> http.client.HTTPSConnection:

@@ -1,5 +1,7 @@
-"""trainer/storage.py against the GCS emulator: each bad path fails fast with one clear line."""
+"""infra/storage.py against the GCS emulator: each bad path fails fast with one clear line; and
+the local write check, which writes for real."""
 
+import os
 import time
 
 import pytest
@@ -77,6 +79,28 @@ def test_local_paths(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a directory"):
         storage.check_writable(str(tmp_path / "file" / "job"))
+
+
+def test_local_write_check_creates_the_folder_and_leaves_nothing_else(tmp_path):
+    job = tmp_path / "new" / "job"
+    storage.check_writable(str(job))
+    assert job.is_dir() and list(job.iterdir()) == []
+
+
+def test_local_write_check_writes_instead_of_reading_permission_bits(tmp_path):
+    """Under a regular file, and under /proc (which refuses new files whatever its mode says,
+    and whose mode bits root bypasses anyway: os.access calls it writable for root)."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError) as error:
+        storage.check_writable(str(tmp_path / "file" / "job"), what="job_dir")
+    assert str(error.value) == (
+        f"job_dir {tmp_path / 'file' / 'job'} is not writable: "
+        f"{tmp_path / 'file'} is a file, not a directory"
+    )
+    if os.geteuid() == 0:
+        assert os.access("/proc", os.W_OK)  # What a permission-bit check would have trusted.
+    with pytest.raises(ValueError, match=r"^job_dir /proc/job is not writable: could not create"):
+        storage.check_writable("/proc/job", what="job_dir")
 
 
 def test_check_paths_checks_only_gcs_paths(gcs, tmp_path):

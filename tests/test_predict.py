@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests.fixtures.processes import REPO_ROOT as REPO
 from tests.fixtures.tiny_classifier import CLASS_NAMES, create_tiny_classifier
 from trainer import export
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 REAL = sorted((REPO / "tests" / "data" / "real").glob("*.jpg"))
 CLASS_LINE = re.compile(r"^  +(\d+)\. (\S+) +(\d+\.\d\d)%$")
 

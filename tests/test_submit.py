@@ -5,7 +5,6 @@ names), and the same jobs are rebuilt with the SDK's high-level classes to check
 """
 
 import json
-import pathlib
 import re
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from google.cloud import aiplatform_v1 as vertex
 from google.cloud.aiplatform import hyperparameter_tuning as hpt
 
 from infra import job_specs
+from tests.fixtures.processes import REPO_ROOT as _REPO
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _IMAGE = "us-central1-docker.pkg.dev/proj/oregon/trainer:abc123"
 _TRAINER_ARGS = ["--data_dir=gs://bkt/tfds", "--flagfile=trainer/flagfiles/full.cfg"]
 

@@ -5,29 +5,21 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.fixtures.backbone import TINY_IMAGE_SIZE
+from tests.fixtures.processes import REPO_ROOT, run_module
 from trainer.config import TrainConfig, resolve_output_dirs
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_FLAGFILES = os.path.join(_REPO, "trainer", "flagfiles")
+_FLAGFILES = os.path.join(REPO_ROOT, "trainer", "flagfiles")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _run_task(*flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "trainer.task", *flags],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        cwd=_REPO,
-        env={**os.environ, **(env or {})},
-    )
+    return run_module("trainer.task", *flags, env=env, timeout=400)
 
 
 @pytest.mark.slow
@@ -74,7 +66,7 @@ def test_smoke_run_writes_every_output(tiny_backbone, built_dataset_dir, tmp_pat
     assert list(logs.glob("train/events.out.tfevents.*"))  # AIP_TENSORBOARD_LOG_DIR honoured
 
     serving = tf.saved_model.load(str(job_dir / "model")).signatures["serving_default"]
-    jpeg = pathlib.Path(_REPO, "tests", "data", "real", "cougar.jpg").read_bytes()
+    jpeg = pathlib.Path(REPO_ROOT, "tests", "data", "real", "cougar.jpg").read_bytes()
     outputs = serving(image_bytes=tf.constant([jpeg]))
     probabilities = outputs["probabilities"].numpy()
     assert probabilities.shape == (1, 5) and np.all(np.diff(probabilities[0]) <= 0)
