@@ -28,6 +28,9 @@ def test_every_config_field_is_a_flag_with_help_and_the_same_default():
     assert [field.name for field in config.option_fields(TrainConfig)] == [
         field.name for field in options
     ]
+    # Listed as the entry point's own flags, so `python -m trainer.task --helpshort` shows them.
+    key_flags = {flag.name for flag in task.FLAGS.get_key_flags_for_module(task.__name__)}
+    assert {field.name for field in options} | {"job_dir"} <= key_flags
     for field in options:
         flag = task.FLAGS[field.name]  # The flags the real entry point parses.
         assert flag.help.strip(), field.name

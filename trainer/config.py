@@ -22,6 +22,9 @@ from trainer import backbones, distribute, input_pipeline
 OPTIMIZERS = ("adamw", "sgd")
 # TrainConfig fields that are not flags: task.py derives them from job_dir and the environment.
 DERIVED_FIELDS = ("outputs", "tf_config")
+# The flags `define_flags` defines belong to its caller (e.g. trainer.task), so that
+# `python -m trainer.task --helpshort` lists them, as absl documents for DEFINE helpers.
+flags.disclaim_key_flags()
 
 
 def option(default, help: str, **flag_kwargs) -> dataclasses.Field:  # noqa: A002 - absl's name.
