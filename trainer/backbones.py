@@ -85,15 +85,6 @@ KERAS_FAMILIES: dict[str, KerasFamily] = {
 }
 
 
-def keras_handles() -> list[str]:
-    """Every valid `keras:` handle (without `:untrained`), e.g. keras:mobilenet_v2_130."""
-    return [
-        f"{KERAS_PREFIX}{name}_{variant}"
-        for name, family in KERAS_FAMILIES.items()
-        for variant in family.variants
-    ]
-
-
 def describe_keras_handles() -> str:
     """One line for help texts: each family with its variants."""
     return "; ".join(
