@@ -1,11 +1,14 @@
-"""Checks that a gs:// path can be used, so a typo or a missing grant fails in seconds.
+"""Checks that a path can be used, so a typo or a missing grant fails in seconds.
 
 TensorFlow's GCS filesystem retries for minutes before it gives up, and then reports a missing
 bucket as a missing directory. These checks ask GCS once, through google-cloud-storage, and
 raise a `ValueError` whose one-line message says what is wrong and what to do. Entry points
 call them on the paths they are given, before any heavy work:
 
-    storage.check_paths(readable=[data_dir, backbone], writable=[job_dir])
+    storage.check_paths(readable=[data_dir, backbone], writable=[job_dir])  # gs:// ones
+    storage.check_writable(job_dir, what="job_dir")  # local or gs://: a real write probe
+
+This is the one place that checks whether an output folder can be written.
 
 (They must come before TensorFlow first writes there: TF 2.21's `tf.io.gfile.makedirs` in a
 missing bucket never returns.)

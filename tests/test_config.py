@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from tests.fixtures.processes import Finished, run_module
+from tests.fixtures.processes import REPO_ROOT, Finished, run_module
 from trainer import config, task
 from trainer.config import TrainConfig
 
@@ -57,10 +57,19 @@ def test_flags_are_typed_by_the_annotation_and_read_back_into_the_config():
     assert isinstance(built.batch_size, int) and isinstance(built.learning_rate, float)
 
 
+@pytest.mark.parametrize("flagfile", sorted((REPO_ROOT / "trainer" / "flagfiles").glob("*.cfg")))
+def test_every_flagfile_parses_into_a_valid_config(flagfile):
+    parsed = _flag_values(f"--flagfile={flagfile}", "--data_dir=d")
+    built = config.config_from_flags(TrainConfig, parsed, outputs=None, tf_config=None)
+    assert built.validate() is built
+
+
 def test_a_later_flag_overrides_the_flagfile():
     """absl reads flags in order, so a hyperparameter-tuning trial's `--name=value` after
     `--flagfile` wins over the preset."""
-    parsed = _flag_values("--flagfile=trainer/flagfiles/gpu_1.cfg", "--batch_size=16.0")
+    parsed = _flag_values(
+        f"--flagfile={REPO_ROOT}/trainer/flagfiles/gpu_1.cfg", "--batch_size=16.0"
+    )
     assert parsed.batch_size == 16 and parsed.epochs == 10 and parsed.cache is True
 
 
