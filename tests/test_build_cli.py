@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 
 import tfds_oregon
 from tests.fixtures.processes import REPO_ROOT as REPO
+from tests.fixtures.processes import run_python
 from tfds_oregon import archive, build
 
 # TensorFlow's C++ runtime prints these at import, before any of its log settings apply.
@@ -34,10 +35,8 @@ _TF_NATIVE_LOG = re.compile(
 
 
 def _run(args: list[str], cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
-    )
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    return run_python(*args, cwd=cwd, env=env, timeout=180)
 
 
 def _own_stderr_lines(stderr: str) -> list[str]:

@@ -17,14 +17,14 @@ from google.cloud.aiplatform import hyperparameter_tuning as hpt
 
 from infra import job_specs
 from tests.fixtures.processes import REPO_ROOT as _REPO
+from tests.fixtures.processes import run_module
 
 _IMAGE = "us-central1-docker.pkg.dev/proj/oregon/trainer:abc123"
 _TRAINER_ARGS = ["--data_dir=gs://bkt/tfds", "--flagfile=trainer/flagfiles/full.cfg"]
 
 
 def _submit(*flags: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "infra.submit", *flags]
-    return subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=60)
+    return run_module("infra.submit", *flags, timeout=60)
 
 
 def _dry_run(*flags: str) -> str:
