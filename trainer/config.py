@@ -69,6 +69,13 @@ class TrainConfig:
     seed: int = 0
     cache: bool = False
     worker_heartbeat_timeout: int = distribute.DEFAULT_HEARTBEAT_TIMEOUT  # Seconds.
+    min_gpus: int = option(
+        0,
+        "Stop at start-up, before any data work, when TensorFlow sees fewer GPUs than this "
+        "(infra.submit sets it to the machine's GPU count: a broken CUDA stack would otherwise "
+        "train on the CPU).",
+        lower_bound=0,
+    )
     outputs: OutputDirs | None = None
     tf_config: dict | None = None
 
@@ -78,7 +85,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "image_size", "worker_heartbeat_timeout"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers"):
+        for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers", "min_gpus"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.frozen_epochs > self.epochs:

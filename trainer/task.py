@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import flags
 
 from infra import storage
-from trainer import callbacks, distribute, preemption, train
+from trainer import callbacks, distribute, hypertune, preemption, train
 from trainer.config import TrainConfig, resolve_output_dirs
 
 _DEFAULTS = TrainConfig(data_dir="")
@@ -98,6 +98,13 @@ flags.DEFINE_integer(
     "without a heartbeat after which a worker counts as lost and every worker stops with an "
     "error, instead of waiting for it forever."
 )  # fmt: skip
+# --- issue 12: to be generated from config.option ---
+flags.DEFINE_integer(
+    "min_gpus",
+    TrainConfig.__dataclass_fields__["min_gpus"].default,
+    TrainConfig.__dataclass_fields__["min_gpus"].metadata["help"],
+    lower_bound=0,
+)
 
 FLAGS = flags.FLAGS
 
@@ -150,6 +157,10 @@ def main(argv: list[str]) -> None:
         )
     try:
         config, job_dir = create_config(dict(os.environ))
+        # Before any data work: a machine without its GPUs, or a tuning trial that could not
+        # report its metric, would otherwise spend its hours and then fail or mislead.
+        distribute.check_gpus(config.min_gpus, len(tf.config.list_physical_devices("GPU")))
+        hypertune.check_metric_file()
         # gs:// typos and missing grants fail here in seconds (TF itself would retry for
         # minutes, or hang in makedirs); local paths are checked by what follows.
         storage.check_paths(readable=[config.data_dir, config.backbone], writable=[job_dir])
