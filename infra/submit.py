@@ -154,6 +154,10 @@ def create_serving_requests(config: serving_specs.ServingConfig) -> list:
     return requests
 
 
+# Long-running operations: a deployment takes 10-20 minutes, sometimes more.
+_WAIT_SECONDS = 3600
+
+
 def send_serving_requests(requests: list, region: str) -> None:
     """Sends the requests in order, waiting for each long-running one; prints what it made."""
     from google.cloud import aiplatform_v1 as vertex
@@ -163,23 +167,25 @@ def send_serving_requests(requests: list, region: str) -> None:
         if isinstance(request, vertex.UploadModelRequest):
             print(f"Uploading {request.model.artifact_uri} to the Model Registry ...", flush=True)
             model = vertex.ModelServiceClient(client_options=options).upload_model(request)
-            print(f"  model: {model.result().model}", flush=True)
+            print(f"  model: {model.result(timeout=_WAIT_SECONDS).model}", flush=True)
         elif isinstance(request, vertex.CreateEndpointRequest):
             client = vertex.EndpointServiceClient(client_options=options)
-            print(f"  endpoint: {client.create_endpoint(request).result().name}", flush=True)
+            endpoint = client.create_endpoint(request).result(timeout=_WAIT_SECONDS)
+            print(f"  endpoint: {endpoint.name}", flush=True)
         elif isinstance(request, vertex.DeployModelRequest):
             print("Deploying (about 10-20 minutes) ...", flush=True)
             client = vertex.EndpointServiceClient(client_options=options)
-            deployed = client.deploy_model(request).result().deployed_model
+            deployed = client.deploy_model(request).result(timeout=_WAIT_SECONDS).deployed_model
             print(f"  deployed model {deployed.id} on {request.endpoint}", flush=True)
             print(f"  predict: POST https://{region}-aiplatform.googleapis.com/v1/"
-                  f"{request.endpoint}:predict  (README, \"Deploy\")")  # fmt: skip
+                  f"{request.endpoint}:predict  (README: an endpoint answering curl)")  # fmt: skip
         else:
             job = vertex.JobServiceClient(client_options=options).create_batch_prediction_job(
                 request
             )
             print(f"Submitted {job.name}")
-            print(f"  outputs: {request.batch_prediction_job.output_config.gcs_destination}")
+            output = request.batch_prediction_job.output_config.gcs_destination
+            print(f"  outputs: {output.output_uri_prefix}/prediction-*")
 
 
 def config_from_flags(trainer_args: list[str]) -> job_specs.JobConfig:
