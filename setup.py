@@ -22,6 +22,9 @@ _CORE = [
 _CLOUD = [
     "google-cloud-aiplatform>=1.60",  # builds and validates Vertex AI job specs.
 ]
+# The training image's CUDA, cuDNN and NCCL: the wheels TensorFlow declares for its own build
+# (the version comes from the tensorflow pin above).
+_GPU = ["tensorflow[and-cuda]"]
 # The stock `tfds` command (4.9.10) imports apache_beam and mlcroissant at start-up, even for
 # `tfds build` (tensorflow/datasets#5463); `python -m tfds_oregon.build` needs neither.
 _TFDS_CLI = ["apache-beam>=2.60", "mlcroissant>=1.0"]
@@ -56,6 +59,7 @@ setuptools.setup(
     install_requires=_CORE,
     extras_require={
         "cloud": _CLOUD,
+        "gpu": _GPU,
         "tfds-cli": _TFDS_CLI,
         "test": _TEST + _CLOUD,
         "dev": _TEST + _CLOUD,

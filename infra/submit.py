@@ -8,22 +8,37 @@ Several machines (MultiWorkerMirroredStrategy; optional Reduction Server):
   ... --replica_count=4 --reduction_server_count=2 -- <trainer flags>
 Tuning study over --learning_rate, --batch_size and --dropout (maximises `accuracy`):
   ... --kind=tuning --max_trial_count=12 --parallel_trial_count=3 -- <trainer flags>
+Serve a finished job's SavedModel (Model Registry upload, endpoint, deployment):
+  python -m infra.submit --kind=deploy --project=P --region=us-central1 \
+      --model_dir=gs://BUCKET/jobs/run1/model [--endpoint=ID] --machine_type=n1-standard-4 \
+      --accelerator_type= --min_replica_count=1 --max_replica_count=2
+Batch prediction over JSON Lines of {"image_bytes": {"b64": ...}} (an uploaded model, or
+--model_dir to upload one first):
+  python -m infra.submit --kind=batch_predict --project=P --model=MODEL_ID \
+      --instances=gs://BUCKET/instances/*.jsonl --output_dir=gs://BUCKET/predictions
 
-Everything after `--` is passed to `python -m trainer.task` unchanged.
+Training: everything after `--` is passed to `python -m trainer.task` unchanged.
+--dry_run prints the exact requests as JSON and sends nothing.
 """
 
 from __future__ import annotations
 
-import datetime
-import sys
+from trainer import cli  # isort: skip - first: the one error-line convention of every CLI.
 
-from absl import app, flags
+import datetime
+
+from absl import flags
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 
-from infra import job_specs, storage
+from infra import job_specs, serving_specs, storage
 
-_KIND = flags.DEFINE_enum("kind", "custom", ["custom", "tuning"], "A training run or a study.")
+_KIND = flags.DEFINE_enum(
+    "kind",
+    "custom",
+    ["custom", "tuning", "deploy", "batch_predict"],
+    "A training run, a tuning study, a deployment to an endpoint, or a batch prediction job.",
+)
 _PROJECT = flags.DEFINE_string("project", None, "Google Cloud project id (not for --dry_run).")
 _REGION = flags.DEFINE_string("region", "us-central1", "Vertex AI region.")
 _IMAGE_URI = flags.DEFINE_string("image_uri", None, "Training image (see cloudbuild.yaml).")
@@ -53,6 +68,23 @@ _TIMEOUT_HOURS = flags.DEFINE_float("timeout_hours", 24.0, "Stop the job after t
 _MAX_TRIAL_COUNT = flags.DEFINE_integer("max_trial_count", 12, "Tuning: trials in all.")
 _PARALLEL_TRIAL_COUNT = flags.DEFINE_integer("parallel_trial_count", 3, "Tuning: at once.")
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the job spec as JSON; submit nothing.")
+# --- Serving (--kind=deploy / batch_predict); machine flags above apply to serving replicas.
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "gs:// SavedModel folder of a finished job (<job_dir>/model) to upload."
+)
+_MODEL = flags.DEFINE_string("model", None, "batch_predict: an uploaded model's id or name.")
+_ENDPOINT = flags.DEFINE_string(
+    "endpoint", "", "deploy: an existing endpoint's id or name; default: create one."
+)
+_SERVING_IMAGE = flags.DEFINE_string(
+    "serving_image", "", "Serving container; default: Vertex AI's prebuilt TensorFlow image."
+)
+_MIN_REPLICA_COUNT = flags.DEFINE_integer("min_replica_count", 1, "Serving: fewest replicas.")
+_MAX_REPLICA_COUNT = flags.DEFINE_integer("max_replica_count", 1, "Serving: most replicas.")
+_INSTANCES = flags.DEFINE_list(
+    "instances", [], 'batch_predict: gs:// JSON Lines files of {"image_bytes": {"b64": ...}}.'
+)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "batch_predict: gs:// output folder.")
 
 
 def resolve_job_dir(job_dir: str | None, staging_bucket: str | None, display_name: str) -> str:
@@ -73,16 +105,99 @@ def resolve_tensorboard(tensorboard: str, project: str | None, region: str) -> s
     return f"projects/{project}/locations/{region}/tensorboards/{tensorboard}"
 
 
+def default_display_name() -> str:
+    """--display_name, else oregon-<kind>-<UTC time> (also a valid model/endpoint id)."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return _DISPLAY_NAME.value or f"oregon-{_KIND.value.replace('_', '-')}-{now}"
+
+
+def serving_config_from_flags() -> serving_specs.ServingConfig:
+    """The ServingConfig the flags describe (--kind=deploy / batch_predict)."""
+    if not _PROJECT.value:
+        raise ValueError("give --project: serving requests name the project's resources")
+    return serving_specs.ServingConfig(
+        project=_PROJECT.value,
+        region=_REGION.value,
+        display_name=default_display_name(),
+        machine_type=_MACHINE_TYPE.value,
+        accelerator_type=_ACCELERATOR_TYPE.value,
+        accelerator_count=_ACCELERATOR_COUNT.value,
+        min_replica_count=_MIN_REPLICA_COUNT.value,
+        max_replica_count=_MAX_REPLICA_COUNT.value,
+        serving_image=_SERVING_IMAGE.value,
+        service_account=_SERVICE_ACCOUNT.value,
+    )
+
+
+def create_serving_requests(config: serving_specs.ServingConfig) -> list:
+    """The requests --kind=deploy or batch_predict sends, in order."""
+    requests = []
+    if _MODEL_DIR.value:
+        requests.append(serving_specs.create_upload_request(config, _MODEL_DIR.value))
+    if _KIND.value == "deploy":
+        if not _MODEL_DIR.value:
+            raise ValueError("give --model_dir=gs://BUCKET/jobs/RUN/model (the job's SavedModel)")
+        if not _ENDPOINT.value:
+            requests.append(serving_specs.create_endpoint_request(config))
+        requests.append(serving_specs.create_deploy_request(config, _ENDPOINT.value))
+        return requests
+    if bool(_MODEL.value) == bool(_MODEL_DIR.value):
+        raise ValueError("give either --model=ID (an uploaded model) or --model_dir=gs://...")
+    if not _OUTPUT_DIR.value:
+        raise ValueError("give --output_dir=gs://BUCKET/PATH for the predictions")
+    model = _MODEL.value or serving_specs.model_name(config)
+    requests.append(
+        serving_specs.create_batch_prediction_request(
+            config, model, _INSTANCES.value, _OUTPUT_DIR.value
+        )
+    )
+    return requests
+
+
+# Long-running operations: a deployment takes 10-20 minutes, sometimes more.
+_WAIT_SECONDS = 3600
+
+
+def send_serving_requests(requests: list, region: str) -> None:
+    """Sends the requests in order, waiting for each long-running one; prints what it made."""
+    from google.cloud import aiplatform_v1 as vertex
+
+    options = {"api_endpoint": f"{region}-aiplatform.googleapis.com"}
+    for request in requests:
+        if isinstance(request, vertex.UploadModelRequest):
+            print(f"Uploading {request.model.artifact_uri} to the Model Registry ...", flush=True)
+            model = vertex.ModelServiceClient(client_options=options).upload_model(request)
+            print(f"  model: {model.result(timeout=_WAIT_SECONDS).model}", flush=True)
+        elif isinstance(request, vertex.CreateEndpointRequest):
+            client = vertex.EndpointServiceClient(client_options=options)
+            endpoint = client.create_endpoint(request).result(timeout=_WAIT_SECONDS)
+            print(f"  endpoint: {endpoint.name}", flush=True)
+        elif isinstance(request, vertex.DeployModelRequest):
+            print("Deploying (about 10-20 minutes) ...", flush=True)
+            client = vertex.EndpointServiceClient(client_options=options)
+            deployed = client.deploy_model(request).result(timeout=_WAIT_SECONDS).deployed_model
+            print(f"  deployed model {deployed.id} on {request.endpoint}", flush=True)
+            print(f"  predict: POST https://{region}-aiplatform.googleapis.com/v1/"
+                  f"{request.endpoint}:predict  (README: an endpoint answering curl)")  # fmt: skip
+        else:
+            job = vertex.JobServiceClient(client_options=options).create_batch_prediction_job(
+                request
+            )
+            print(f"Submitted {job.name}")
+            output = request.batch_prediction_job.output_config.gcs_destination
+            print(f"  outputs: {output.output_uri_prefix}/prediction-*")
+
+
 def config_from_flags(trainer_args: list[str]) -> job_specs.JobConfig:
     """The JobConfig the flags describe."""
     if not _IMAGE_URI.value:
         raise ValueError("give --image_uri (the image cloudbuild.yaml pushed)")
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    display_name = _DISPLAY_NAME.value or f"oregon-{_KIND.value}-{now}"
+    display_name = default_display_name()
     return job_specs.JobConfig(
         display_name=display_name,
         image_uri=_IMAGE_URI.value,
         job_dir=resolve_job_dir(_JOB_DIR.value, _STAGING_BUCKET.value, display_name),
+        region=_REGION.value,
         machine_type=_MACHINE_TYPE.value,
         accelerator_type=_ACCELERATOR_TYPE.value,
         accelerator_count=_ACCELERATOR_COUNT.value,
@@ -144,21 +259,30 @@ def console_url(name: str, region: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    try:
-        config = config_from_flags(argv[1:])
-        job = create_job(config)
+    if _KIND.value in ("deploy", "batch_predict"):
+        if len(argv) > 1:
+            raise ValueError(f"--kind={_KIND.value} takes no trainer arguments: {argv[1:]}")
+        requests = create_serving_requests(serving_config_from_flags())
         if _DRY_RUN.value:
-            print(job_specs.to_json(job))
+            print(serving_specs.to_json(requests))
             return
-        if not _PROJECT.value:
-            raise ValueError("give --project (or --dry_run to only print the spec)")
-        check_buckets(config)
-    except ValueError as e:
-        sys.exit(f"infra.submit: {e}")
+        try:
+            send_serving_requests(requests, _REGION.value)
+        except (api_exceptions.GoogleAPICallError, auth_exceptions.DefaultCredentialsError) as e:
+            cli.fail(f"Vertex AI did not take the request: {e}")
+        return
+    config = config_from_flags(argv[1:])
+    job = create_job(config)
+    if _DRY_RUN.value:
+        print(job_specs.to_json(job))
+        return
+    if not _PROJECT.value:
+        raise ValueError("give --project (or --dry_run to only print the spec)")
+    check_buckets(config)
     try:
         name = submit(job, _PROJECT.value, _REGION.value)
     except (api_exceptions.GoogleAPICallError, auth_exceptions.DefaultCredentialsError) as e:
-        sys.exit(f"infra.submit: Vertex AI did not take the job: {' '.join(str(e).split())}")
+        cli.fail(f"Vertex AI did not take the job: {e}")
     print(f"Submitted {name}")
     print(f"  console: {console_url(name, _REGION.value)}")
     print(f"  outputs: {config.job_dir}")
@@ -168,4 +292,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

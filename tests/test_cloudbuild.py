@@ -98,3 +98,23 @@ def test_submit_step_builds_a_valid_job_from_the_substitutions():
     flagfile = _CONFIG["substitutions"]["_FLAGFILE"]
     assert f"--flagfile={flagfile}" in pool.container_spec.args
     assert (_REPO / flagfile).is_file(), f"{flagfile} (the default _FLAGFILE) is missing"
+
+
+def test_smoke_step_prints_tensorflows_cuda_build_and_refuses_an_image_without_its_cudnn():
+    """The smoke step runs in the built image; here the same shell runs with this
+    environment's Python, which has TensorFlow 2.21 (built for CUDA 12.5.1, cuDNN 9:
+    tf.sysconfig.get_build_info()) but not the image's [gpu] extra: it must print the build
+    and stop, as it would for an image whose CUDA stack does not match."""
+    step = _STEPS["smoke"]
+    assert step["entrypoint"] == "bash" and step["waitFor"] == ["build"]
+    values = {**_CONFIG["substitutions"], "PROJECT_ID": "proj", "SHORT_SHA": "0a1b2c3"}
+    script = _substitute(step["args"][1], values)
+    env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=_REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "built for CUDA 12.5.1 cuDNN 9" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "no cuDNN wheel (nvidia-cudnn-cu12): install the package's [gpu] extra" in (
+        result.stderr
+    )

@@ -188,6 +188,7 @@ _ONE_WORKER_MWMS = textwrap.dedent(
         "replicas": strategy.num_replicas_in_sync,
         "task": [resolver.task_type, resolver.task_id],
         "chief": distribute.is_chief(tf_config),
+        "communication": strategy.extended._communication_options.implementation.name,
     }))
     """
 )
@@ -208,6 +209,9 @@ def test_vertex_cluster_spec_creates_a_multi_worker_strategy(unused_tcp_port):
         "replicas": 1,
         "task": ["chief", 0],
         "chief": True,
+        # No GPU here: NCCL needs GPUs, so AUTO (ring); tests/test_tf_config.py covers the
+        # choice, and a GPU machine gets NCCL from the same create_strategy.
+        "communication": "AUTO",
     }
 
 

@@ -1,5 +1,6 @@
 """infra/Dockerfile: lints clean with hadolint and builds the image the project needs."""
 
+import importlib.metadata
 import json
 import pathlib
 import re
@@ -37,16 +38,48 @@ def test_hadolint_passes():
     assert result.stdout == ""
 
 
-def test_base_image_matches_the_tensorflow_pin():
+def test_base_image_is_justified_and_cuda_comes_from_tensorflows_own_extra():
+    """The base carries no CUDA of its own: `tensorflow[and-cuda]` brings the CUDA/cuDNN/NCCL
+    wheels the pinned TensorFlow declares (its metadata: nvidia-cudnn-cu12 etc. under the
+    `and-cuda` extra), matching the build that tf.sysconfig.get_build_info() reports."""
+    import tensorflow as tf
+
     (base,) = [rest for op, rest in _instructions() if op == "FROM"]
-    assert base == "tensorflow/tensorflow:2.21.0-gpu"
-    assert '"tensorflow==2.21.*"' in (_REPO / "setup.py").read_text()
+    assert base.startswith("python:3.11-slim")
+    comments = _DOCKERFILE.read_text()
+    for reason in (
+        "CUDA 12.5.1 and cuDNN 9",
+        "tensorflow/tensorflow:2.21.0-gpu",
+        "vertex-ai/training",
+    ):
+        assert reason in comments
+    build = tf.sysconfig.get_build_info()
+    assert build["cuda_version"].startswith("12.5") and str(build["cudnn_version"]) == "9"
+    and_cuda = [r for r in importlib.metadata.requires("tensorflow") if 'extra == "and-cuda"' in r]
+    assert any(r.startswith("nvidia-cudnn-cu12") and "<10" in r for r in and_cuda)
+    assert any(r.startswith("nvidia-nccl-cu12") for r in and_cuda)
+    setup = (_REPO / "setup.py").read_text()
+    assert '"tensorflow==2.21.*"' in setup and '_GPU = ["tensorflow[and-cuda]"]' in setup
+
+
+def test_reduction_server_plugin_is_installed_from_googles_repository():
+    """ "Prerequisites" under Reduction Server in
+    https://cloud.google.com/vertex-ai/docs/training/distributed-training: a custom container
+    needs NCCL >= 2.7 and the `google-reduction-server` package from
+    `deb https://packages.cloud.google.com/apt google-fast-socket main`, signed with
+    https://packages.cloud.google.com/apt/doc/apt-key.gpg."""
+    runs = " ".join(rest for op, rest in _instructions() if op == "RUN")
+    assert "https://packages.cloud.google.com/apt/doc/apt-key.gpg" in runs
+    assert "https://packages.cloud.google.com/apt google-fast-socket main" in runs
+    assert "apt-get install -y --no-install-recommends google-reduction-server" in runs
+    assert "rm -rf /var/lib/apt/lists/*" in runs
 
 
 def test_installs_the_package_with_the_cloud_extra():
     runs = " ".join(rest for op, rest in _instructions() if op == "RUN")
-    assert 'pip install --no-cache-dir "/app[cloud]"' in runs
+    assert 'pip install --no-cache-dir "/app[cloud,gpu]"' in runs
     assert '"cloud":' in (_REPO / "setup.py").read_text()
+    assert '"gpu":' in (_REPO / "setup.py").read_text()
 
 
 def test_runs_the_trainer_as_a_non_root_user():

@@ -52,7 +52,11 @@ def test_one_machine_dry_run_is_a_valid_custom_job():
     assert pool.machine_spec.accelerator_type == vertex.AcceleratorType.NVIDIA_L4
     assert pool.machine_spec.accelerator_count == 4
     assert pool.container_spec.image_uri == _IMAGE
-    assert list(pool.container_spec.args) == ["--job_dir=gs://bkt/jobs/one", *_TRAINER_ARGS]
+    assert list(pool.container_spec.args) == [
+        "--job_dir=gs://bkt/jobs/one",
+        "--min_gpus=4",  # The trainer stops if it sees fewer than the machine's 4 GPUs.
+        *_TRAINER_ARGS,
+    ]
     assert not pool.container_spec.command  # the image's ENTRYPOINT runs trainer.task
     assert spec.scheduling.strategy == vertex.Scheduling.Strategy.SPOT
     assert spec.base_output_directory.output_uri_prefix == "gs://bkt/jobs/one"
@@ -75,8 +79,13 @@ def test_multi_machine_dry_run_has_chief_workers_and_reduction_server():
     assert chief.container_spec == workers.container_spec
     assert chief.machine_spec == workers.machine_spec
     assert chief.container_spec.args[0] == "--job_dir=gs://bkt/jobs/multi"
-    assert reducers.container_spec.image_uri == job_specs.REDUCTION_SERVER_IMAGE
+    # "Train using Reduction Server" lists this URI (and europe-, asia-) for workerPoolSpecs[2]:
+    # https://cloud.google.com/vertex-ai/docs/training/distributed-training
+    assert reducers.container_spec.image_uri == (
+        "us-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
+    )
     assert reducers.machine_spec.accelerator_count == 0
+    assert reducers.machine_spec.machine_type == "n1-highcpu-16"  # The page's recommendation.
     # A lost worker stalls MultiWorkerMirroredStrategy: restart all, resume from checkpoint.
     assert spec.scheduling.restart_job_on_worker_restart
     assert spec.scheduling.strategy == vertex.Scheduling.Strategy.STANDARD
@@ -101,7 +110,9 @@ def test_tuning_dry_run_is_a_valid_study_over_the_trainer_flags():
     assert list(by_id["batch_size"].discrete_value_spec.values) == [32, 64, 128]
     (pool,) = job.trial_job_spec.worker_pool_specs
     # No --job_dir: each trial's AIP_MODEL_DIR (<job_dir>/<trial>/model) gives trainer.task its own.
-    assert list(pool.container_spec.args) == _TRAINER_ARGS
+    assert list(pool.container_spec.args) == ["--min_gpus=1", *_TRAINER_ARGS]
+    # Early stopping needs per-epoch reports (trainer.hypertune.EpochMetricReporter).
+    assert "median_automated_stopping_spec" in job.study_spec
     assert job.trial_job_spec.base_output_directory.output_uri_prefix == "gs://bkt/jobs/study"
 
 
@@ -175,9 +186,9 @@ def test_bad_flags_fail_with_one_line():
     result = _submit(
         "--dry_run", f"--image_uri={_IMAGE}", "--accelerator_type=T5", "--job_dir=gs://b/j"
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("infra.submit: unknown accelerator_type 'T5'")
+    assert result.stderr.startswith("error: unknown accelerator_type 'T5'")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
@@ -201,7 +212,7 @@ def test_missing_bucket_stops_submission_before_vertex_ai(gcs_emulator):
         command += [f"--job_dir={job_dir}", "--", *trainer_args]
         result = subprocess.run(command, cwd=_REPO, env=env, capture_output=True, text=True)
         assert result.returncode != 0
-        assert result.stderr.startswith("infra.submit: bucket gs://oregon-tset does not exist")
+        assert result.stderr.startswith("error: bucket gs://oregon-tset does not exist")
         assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -213,5 +224,101 @@ def test_submission_without_credentials_fails_in_one_line(gcs_emulator, tmp_path
     command.append(f"--job_dir=gs://{gcs_emulator.bucket}/jobs/a")
     result = subprocess.run(command, cwd=_REPO, env=env, capture_output=True, text=True)
     assert result.returncode != 0
-    assert result.stderr.startswith("infra.submit: Vertex AI did not take the job: Your default")
+    assert result.stderr.startswith("error: Vertex AI did not take the job: Your default")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("region", "multi_region"),
+    [("us-central1", "us"), ("europe-west4", "europe"), ("asia-southeast1", "asia")],
+)
+def test_reduction_server_image_comes_from_the_nearest_documented_multi_region(
+    region, multi_region
+):
+    """The page lists us-, europe- and asia-docker.pkg.dev/vertex-ai-restricted/training/
+    reductionserver:latest and advises "the multi-region closest to where you are training"."""
+    text = _dry_run(
+        f"--region={region}",
+        "--job_dir=gs://b/j",
+        "--replica_count=2",
+        "--reduction_server_count=1",
+    )
+    reducers = vertex.CustomJob.from_json(text).job_spec.worker_pool_specs[2]
+    assert reducers.container_spec.image_uri == (
+        f"{multi_region}-docker.pkg.dev/vertex-ai-restricted/training/reductionserver:latest"
+    )
+
+
+@pytest.mark.parametrize(
+    ("machine_type", "accelerator", "count", "disk"),
+    [
+        # DiskSpec.boot_disk_type (google/cloud/aiplatform_v1/types/machine_resources.py):
+        # "For non-A3U machines, the default value is pd-ssd, for A3U machines, the default
+        # value is hyperdisk-balanced."
+        ("a3-ultragpu-8g", "NVIDIA_H200_141GB", 8, "hyperdisk-balanced"),
+        ("a4-highgpu-8g", "NVIDIA_B200", 8, "hyperdisk-balanced"),
+        ("a3-highgpu-8g", "NVIDIA_H100_80GB", 8, "pd-ssd"),
+        ("g2-standard-24", "NVIDIA_L4", 2, "pd-ssd"),
+        ("n1-standard-16", "NVIDIA_TESLA_V100", 2, "pd-ssd"),
+    ],
+)
+def test_boot_disk_follows_the_machine_family(machine_type, accelerator, count, disk):
+    text = _dry_run(
+        "--job_dir=gs://b/j",
+        f"--machine_type={machine_type}",
+        f"--accelerator_type={accelerator}",
+        f"--accelerator_count={count}",
+    )
+    (pool,) = vertex.CustomJob.from_json(text).job_spec.worker_pool_specs
+    assert pool.disk_spec.boot_disk_type == disk
+    assert pool.container_spec.args[1] == f"--min_gpus={count}"
+
+
+@pytest.mark.parametrize(
+    ("machine", "message"),
+    [
+        # https://cloud.google.com/compute/docs/gpus: G2 machines come with a fixed L4 count
+        # (g2-standard-48: 4), A3 Ultra with 8 H200; T4s attach to N1 only, in 1, 2 or 4;
+        # 1 V100 allows at most 12 vCPUs.
+        (
+            ("g2-standard-48", "NVIDIA_L4", "2"),
+            "g2-standard-48 with 2 x NVIDIA_L4 is not a machine Vertex AI offers; NVIDIA_L4 "
+            "comes as g2-standard-4 with 1, ",
+        ),
+        (("a3-ultragpu-8g", "NVIDIA_H200_141GB", "4"), "comes as a3-ultragpu-8g with 8"),
+        (("g2-standard-8", "NVIDIA_TESLA_T4", "1"), "attaches to n1-* machines only"),
+        (("n1-standard-8", "NVIDIA_TESLA_T4", "3"), "accelerator_count must be one of 1, 2, 4"),
+        (
+            ("n1-standard-16", "NVIDIA_TESLA_V100", "1"),
+            "more than 1 x NVIDIA_TESLA_V100 allow (12)",
+        ),
+    ],
+)
+def test_machine_and_gpu_pairs_are_checked_before_submitting(machine, message):
+    machine_type, accelerator, count = machine
+    result = _submit(
+        "--dry_run",
+        f"--image_uri={_IMAGE}",
+        "--job_dir=gs://b/j",
+        f"--machine_type={machine_type}",
+        f"--accelerator_type={accelerator}",
+        f"--accelerator_count={count}",
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+
+
+def test_the_trainer_stops_in_one_line_when_it_sees_fewer_gpus_than_submitted(tmp_path):
+    """What `--min_gpus` (from --accelerator_count) does in the container: on a machine whose
+    TensorFlow sees no GPU (this one, like an image with a broken CUDA stack), the trainer
+    exits 2 before any data work (the data folder does not exist) and writes nothing."""
+    command = [sys.executable, "-m", "trainer.task", "--min_gpus=1"]
+    command += [f"--job_dir={tmp_path / 'job'}", f"--data_dir={tmp_path / 'no-data'}"]
+    result = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert errors[0].startswith("error: TensorFlow sees 0 GPU(s) but this machine should have 1")
+    assert "CUDA 12" in errors[0]  # The build's own CUDA version, to compare with the image.
+    assert not (tmp_path / "job").exists()

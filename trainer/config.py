@@ -202,6 +202,13 @@ class TrainConfig:
         "Several workers: seconds without a heartbeat after which a worker counts as lost and "
         "every worker stops with an error, instead of waiting for it forever.",
     )
+    min_gpus: int = option(
+        0,
+        "Stop at start-up, before any data work, when TensorFlow sees fewer GPUs than this "
+        "(infra.submit sets it to the machine's GPU count: a broken CUDA stack would otherwise "
+        "train on the CPU).",
+        lower_bound=0,
+    )
     # --- Not flags: task.py derives them from job_dir and the environment (DERIVED_FIELDS).
     outputs: OutputDirs | None = None
     tf_config: dict | None = None
@@ -212,7 +219,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "image_size", "worker_heartbeat_timeout"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers"):
+        for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers", "min_gpus"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.frozen_epochs > self.epochs:

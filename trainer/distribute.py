@@ -1,6 +1,7 @@
 """Distribution strategy and precision policy: chosen from the machine, overridable by flags.
 
-Pure functions decide (`choose_strategy_name`, `choose_precision`, `resolve_tf_config`) so they
+Pure functions decide (`choose_strategy_name`, `choose_precision`, `resolve_tf_config`,
+`communication_implementation`, `check_gpus`) so they
 can be tested from an environment dict; `create_strategy` and `set_precision_policy` act.
 """
 
@@ -24,15 +25,20 @@ from tensorflow.python.eager import context
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
-# Vertex AI names its worker pools; TF_CONFIG names task types. The first pool holds the chief.
-# https://cloud.google.com/vertex-ai/docs/training/distributed-training#cluster-spec-format
+# Vertex AI names its worker pools in CLUSTER_SPEC; TF_CONFIG names task types. Pool 0 holds
+# the chief, pool 1 the workers, pool 2 parameter servers or Reduction Server replicas (their
+# own image), pool 3 evaluators ("Configure a distributed training job" and "The format of
+# CLUSTER_SPEC" in https://cloud.google.com/vertex-ai/docs/training/distributed-training).
 _VERTEX_POOL_TO_TASK_TYPE = {
     "workerpool0": "chief",
     "workerpool1": "worker",
-    # workerpool2 holds Reduction Server replicas (their own image, outside TF's cluster): a
-    # "ps" entry there would break MultiWorkerMirroredStrategy, so that pool is left out.
+    "workerpool2": "ps",
     "workerpool3": "evaluator",
 }
+# The tasks that run this trainer (MultiWorkerMirroredStrategy). Vertex AI's TF_CONFIG calls the
+# chief either "chief" or "master" (same page, "The format of TF_CONFIG"); TF knows "chief".
+_TRAINING_TASK_TYPES = ("chief", "worker")
+_TASK_TYPE_ALIASES = {"master": "chief"}
 # Seconds without a heartbeat after which a worker counts as lost (TF's own default is 10 s).
 DEFAULT_HEARTBEAT_TIMEOUT = 60
 # Tensor cores (and so a float16 speed-up) start at Volta, compute capability 7.0.
@@ -40,26 +46,69 @@ _MIN_FLOAT16_CAPABILITY = (7, 0)
 
 
 def cluster_spec_to_tf_config(cluster_spec: Mapping) -> dict:
-    """Converts Vertex AI's CLUSTER_SPEC (parsed JSON) into the TF_CONFIG layout."""
-    cluster = {
-        _VERTEX_POOL_TO_TASK_TYPE[pool]: list(addresses)
-        for pool, addresses in cluster_spec["cluster"].items()
-        if addresses and pool in _VERTEX_POOL_TO_TASK_TYPE
-    }
+    """Converts Vertex AI's CLUSTER_SPEC (parsed JSON) into a normalized TF_CONFIG dict."""
+    unknown = set(cluster_spec["cluster"]) - set(_VERTEX_POOL_TO_TASK_TYPE)
+    if unknown or cluster_spec["task"]["type"] not in _VERTEX_POOL_TO_TASK_TYPE:
+        raise ValueError(f"CLUSTER_SPEC names unknown worker pools: {cluster_spec}")
     task = cluster_spec["task"]
-    return {
-        "cluster": cluster,
-        "task": {"type": _VERTEX_POOL_TO_TASK_TYPE[task["type"]], "index": int(task["index"])},
-    }
+    return normalize_tf_config(
+        {
+            "cluster": {
+                _VERTEX_POOL_TO_TASK_TYPE[pool]: addresses
+                for pool, addresses in cluster_spec["cluster"].items()
+            },
+            "task": {"type": _VERTEX_POOL_TO_TASK_TYPE[task["type"]], "index": task.get("index")},
+        }
+    )
+
+
+def normalize_tf_config(tf_config: Mapping) -> dict:
+    """The training cluster of a TF_CONFIG dict as MultiWorkerMirroredStrategy needs it.
+
+    "master" becomes "chief"; parameter servers and Reduction Server replicas ("ps") and
+    evaluators are left out of the cluster (they run no collective ops of ours, and an
+    unexpected job there breaks the strategy's set-up); Vertex AI's extra fields (environment,
+    job, trial, cloud) are dropped. Raises ValueError when this replica is not a chief or
+    worker: this trainer has nothing to do as a parameter server or evaluator.
+    """
+    cluster = {}
+    for job, addresses in tf_config.get("cluster", {}).items():
+        job = _TASK_TYPE_ALIASES.get(job, job)
+        if job in _TRAINING_TASK_TYPES and addresses:
+            cluster[job] = list(addresses)
+    task = tf_config.get("task", {})
+    task_type = _TASK_TYPE_ALIASES.get(task.get("type"), task.get("type"))
+    if task_type is None:  # A one-task cluster may leave the task out.
+        task_type = next(iter(cluster), "chief")
+    if task_type not in _TRAINING_TASK_TYPES:
+        raise ValueError(
+            f"this replica is a {task_type!r} task, but the trainer runs only as chief or "
+            "worker (MultiWorkerMirroredStrategy): use worker pools 0 and 1 for the trainer; "
+            "pool 2 takes only the Reduction Server image (as infra.submit builds it)"
+        )
+    return {"cluster": cluster, "task": {"type": task_type, "index": int(task.get("index") or 0)}}
 
 
 def resolve_tf_config(env: Mapping[str, str]) -> dict | None:
-    """The cluster from TF_CONFIG, else from Vertex's CLUSTER_SPEC, else None (one machine)."""
+    """The training cluster from TF_CONFIG, else from Vertex's CLUSTER_SPEC, else None (one
+    machine). Vertex AI sets both on every replica of a distributed job; they describe the same
+    cluster, and both are normalized the same way (`normalize_tf_config`)."""
     if env.get("TF_CONFIG"):
-        return json.loads(env["TF_CONFIG"])
+        return normalize_tf_config(json.loads(env["TF_CONFIG"]))
     if env.get("CLUSTER_SPEC"):
         return cluster_spec_to_tf_config(json.loads(env["CLUSTER_SPEC"]))
     return None
+
+
+def communication_implementation(num_gpus: int) -> str:
+    """All-reduce implementation of MultiWorkerMirroredStrategy: NCCL on GPUs, else AUTO.
+
+    TF's AUTO picks gRPC ring all-reduce even on GPUs. NCCL is faster between GPU machines, and
+    Vertex AI's Reduction Server only works through NCCL: its plugin replaces NCCL's all-reduce
+    ("Prerequisites" under Reduction Server in
+    https://cloud.google.com/vertex-ai/docs/training/distributed-training).
+    """
+    return "NCCL" if num_gpus > 0 else "AUTO"
 
 
 def count_workers(tf_config: Mapping | None) -> int:
@@ -107,6 +156,23 @@ def choose_precision(requested: str, gpu_capabilities: Sequence[tuple[int, int]]
     return "float32"
 
 
+def check_gpus(min_gpus: int, num_gpus: int) -> None:
+    """Raises ValueError when the machine shows fewer GPUs than it was given (`min_gpus`, set
+    by infra.submit from the job's accelerator count): a broken CUDA/cuDNN stack in the image
+    makes TensorFlow fall back to the CPU silently, on a paid GPU machine."""
+    if num_gpus < min_gpus:
+        raise ValueError(
+            f"TensorFlow sees {num_gpus} GPU(s) but this machine should have {min_gpus} "
+            f"(--min_gpus): the image's CUDA/cuDNN do not match TensorFlow {tf.__version__}'s "
+            f"build (CUDA {_build_info('cuda_version')}, cuDNN {_build_info('cudnn_version')}) "
+            "or the driver; fix the image (infra/Dockerfile) before paying for GPU hours"
+        )
+
+
+def _build_info(key: str) -> str:
+    return str(tf.sysconfig.get_build_info().get(key, "none"))
+
+
 def local_gpu_capabilities() -> list[tuple[int, int]]:
     """Compute capabilities of the visible GPUs (empty on CPU)."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -122,8 +188,9 @@ def create_strategy(
     """Creates the tf.distribute strategy `name` (one of STRATEGIES except 'auto').
 
     Must run before any other TensorFlow op when `name` is 'multi_worker': collective ops are
-    configured at start-up. There `heartbeat_timeout` (seconds) bounds how long the workers
-    wait for one that died or froze before all fail with an UnavailableError.
+    configured at start-up. Its all-reduce is NCCL when the machine has GPUs
+    (`communication_implementation`). There `heartbeat_timeout` (seconds) bounds how long the
+    workers wait for one that died or froze before all fail with an UnavailableError.
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -132,8 +199,12 @@ def create_strategy(
     if name == "multi_worker":
         if tf_config:
             configure_coordination_service(tf_config, heartbeat_timeout)
+        implementation = communication_implementation(len(tf.config.list_physical_devices("GPU")))
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation[implementation]
+        )
         return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=_cluster_resolver(tf_config)
+            cluster_resolver=_cluster_resolver(tf_config), communication_options=options
         )
     raise ValueError(f"Cannot create strategy {name!r}; resolve 'auto' with choose_strategy_name.")
 

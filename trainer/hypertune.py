@@ -5,9 +5,16 @@ writes: the path comes from `CLOUD_ML_HP_METRIC_FILE` (default /tmp/hypertune/ou
 and the trial from `CLOUD_ML_TRIAL_ID`, both set by Vertex AI for each trial. Outside a trial
 neither is set and `report_metric` is a no-op, so the trainer can call it unconditionally.
 
-Only the chief should report: in a multi-worker trial every worker shares the trial ID.
-The `--hp_metric_tag` given to `gcloud ai hp-tuning-jobs create` (the `metricId` in the study
-spec) must equal `tag`.
+The service's path is only writable by root on Vertex AI's training service
+(GoogleCloudPlatform/cloudml-hypertune#6: /var/hypertune/), and the training image runs as a
+non-root user: infra/Dockerfile creates the metric folders owned by that user, and
+`check_metric_file` fails the trial at start-up, in one line, if it still cannot write there,
+rather than after hours of training.
+
+`EpochMetricReporter` reports the validation accuracy at every epoch end, so Vertex AI's
+automated early stopping can compare running trials with completed ones. Only the chief
+reports: in a multi-worker trial every worker shares the trial ID. The study spec's
+`metricId` must equal the reported tag.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ import math
 import os
 
 import hypertune
+import tf_keras
 
 _TRIAL_ENV_VARS = ("CLOUD_ML_TRIAL_ID", "CLOUD_ML_HP_METRIC_FILE")
+# cloudml-hypertune's own default when CLOUD_ML_HP_METRIC_FILE is unset (hypertune/hypertune.py).
+DEFAULT_METRIC_FILE = "/tmp/hypertune/output.metrics"
 
 
 def is_tuning_trial() -> bool:
@@ -32,6 +42,33 @@ def _reporter(metric_file: str | None, trial_id: str | None) -> hypertune.HyperT
     # on each one, so a fresh instance per call would keep only the latest line.
     del metric_file, trial_id  # HyperTune reads them from the environment itself.
     return hypertune.HyperTune()
+
+
+def metric_file(env: dict | None = None) -> str:
+    """Where cloudml-hypertune writes in this trial."""
+    env = os.environ if env is None else env
+    return env.get("CLOUD_ML_HP_METRIC_FILE") or DEFAULT_METRIC_FILE
+
+
+def check_metric_file() -> None:
+    """In a tuning trial, raises ValueError unless this process can write the metric file.
+
+    Creates its folder (as cloudml-hypertune would, later) so that several reporters never
+    race to create it. Outside a trial it does nothing.
+    """
+    if not is_tuning_trial():
+        return
+    path = metric_file()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"this tuning trial cannot write its metric file {path} as uid {os.getuid()} "
+            f"({error.strerror}): the image must create that folder for its user "
+            "(infra/Dockerfile does; GoogleCloudPlatform/cloudml-hypertune#6)"
+        ) from error
 
 
 def report_metric(tag: str, value: float, step: int) -> bool:
@@ -57,3 +94,19 @@ def report_metric(tag: str, value: float, step: int) -> bool:
         hyperparameter_metric_tag=tag, metric_value=value, global_step=int(step)
     )
     return True
+
+
+class EpochMetricReporter(tf_keras.callbacks.Callback):
+    """Reports `logs[monitor]` as metric `tag` at every epoch end, with the epoch (1-based, as
+    counted across training phases) as the step: comparable between trials whose batch sizes,
+    hence optimizer steps per epoch, differ. A no-op outside a tuning trial."""
+
+    def __init__(self, tag: str = "accuracy", monitor: str = "val_accuracy"):
+        super().__init__()
+        self._tag = tag
+        self._monitor = monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self._monitor)
+        if value is not None and math.isfinite(float(value)):
+            report_metric(self._tag, float(value), step=epoch + 1)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import flags
 
 from infra import storage
-from trainer import callbacks, distribute, preemption, train
+from trainer import callbacks, distribute, hypertune, preemption, train
 from trainer.config import TrainConfig, config_from_flags, define_flags, resolve_output_dirs
 
 FLAGS = flags.FLAGS
@@ -63,6 +63,10 @@ def main(argv: list[str]) -> None:
         )
     try:
         config, job_dir = create_config(dict(os.environ))
+        # Before any data work: a machine without its GPUs, or a tuning trial that could not
+        # report its metric, would otherwise spend its hours and then fail or mislead.
+        distribute.check_gpus(config.min_gpus, len(tf.config.list_physical_devices("GPU")))
+        hypertune.check_metric_file()
         # gs:// typos and missing grants fail here in seconds (TF itself would retry for
         # minutes, or hang in makedirs); the job_dir gets one real write probe, local or gs://.
         storage.check_paths(readable=[config.data_dir, config.backbone])

@@ -286,6 +286,7 @@ def train_and_evaluate(
             images, _ = next(iter(datasets["train"]))
             extra_callbacks = [
                 callbacks.InputImagesSummary(images.numpy(), dirs.log_dir),
+                hypertune.EpochMetricReporter("accuracy", "val_accuracy"),  # Every epoch.
                 *extra_callbacks,
             ]
         # --- Training: frozen backbone, then fine-tuning. ---
