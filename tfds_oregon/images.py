@@ -89,6 +89,8 @@ def reason(error: BaseException) -> str:
     """A short reason for a decode error, the same on every run (no memory addresses)."""
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image Pillow can identify"
+    if isinstance(error, Image.DecompressionBombError):  # Pillow's own check, in Image.open.
+        return f"too many pixels: more than {MAX_JPEG_PIXELS}"
     text = _ADDRESS.sub("<data>", " ".join(str(error).split()))
     return f"{type(error).__name__}: {text}"[:200]
 
