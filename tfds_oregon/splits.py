@@ -43,7 +43,7 @@ class Record:
     pixels: int  # Source width x height.
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, order=True)
 class Conflict:
     """A group of near-duplicates found under several classes: every copy is dropped."""
 
