@@ -253,12 +253,15 @@ def _orientation(img: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
-def apply_exif_orientation(img: Image.Image, orientation: int) -> Image.Image:
+def apply_exif_orientation(img: Image.Image, orientation: int | None = None) -> Image.Image:
     """Turns `img` upright given its EXIF orientation (1-8; 1 and unknown: unchanged).
 
-    Like `ImageOps.exif_transpose` without editing the EXIF, and with the orientation read
-    once (`exif_orientation`) so that a corrupt EXIF block is handled in one place.
+    Like `ImageOps.exif_transpose`, without editing the EXIF and without failing on a corrupt
+    EXIF block. `orientation` None reads it from `img` (`exif_orientation`); pass it when
+    `img` is a converted copy that lost the original's EXIF.
     """
+    if orientation is None:
+        orientation = exif_orientation(img)
     method = _TRANSPOSE.get(orientation)
     return img if method is None else img.transpose(method)
 

@@ -31,6 +31,8 @@ from tfds_oregon.archive import Entry, Source
 from tfds_oregon.splits import Record
 
 CACHE_BYTES = 1 << 30  # Converted JPEGs kept in memory between the two passes.
+# Marks a byte-identical copy's outcome: pass 2 converts it again if it is ever stored.
+_CONVERT_AGAIN = b""
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -80,8 +82,12 @@ def scan(
             converted = images.convert(data, short_side)
         except images.UnreadableImageError as e:
             return byte_hash, str(e)
-        with lock:
-            by_bytes[byte_hash] = converted
+        with lock:  # Copies need the identity, not a second copy of the JPEG in memory.
+            by_bytes[byte_hash] = (
+                converted
+                if converted.jpeg is None
+                else dataclasses.replace(converted, jpeg=_CONVERT_AGAIN)
+            )
         return byte_hash, converted
 
     cached = 0
@@ -96,7 +102,7 @@ def scan(
         )
         if outcome.jpeg is None:
             result.as_is.add(entry.file_name)
-        elif cached + len(outcome.jpeg) <= cache_bytes:
+        elif outcome.jpeg and cached + len(outcome.jpeg) <= cache_bytes:
             result.cache[entry.file_name] = outcome.jpeg
             cached += len(outcome.jpeg)
     progress.close()
