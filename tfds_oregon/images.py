@@ -317,7 +317,9 @@ def perceptual_hash(img: Image.Image) -> int:
     Functions"; JohannesBuchner/imagehash `phash`). Robust to re-encoding, rescaling and
     colour removal; two photos are near-duplicates when few of the 64 bits differ.
     """
-    small = img.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    # reducing_gap: a box reduction by an integer factor first, then Lanczos over the last
+    # 2x or less: 4-8x cheaper from a 600x400 decode, and the same low frequencies.
+    small = img.convert("L").resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=2.0)
     coefficients = _DCT_32 @ np.asarray(small, np.float64) @ _DCT_32.T
     low = coefficients[:8, :8]
     bits = (low > np.median(low)).ravel()

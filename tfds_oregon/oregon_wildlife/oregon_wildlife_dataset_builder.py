@@ -114,10 +114,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 lambda name: _thumbnail(source, paths[name]),
                 str(self.data_path),  # The build's temporary folder, renamed when done.
             )
-        if build_summary.warnings:  # The stock `tfds build` shows no summary: say it here.
+        missing = splits.classes_missing_a_split(plan)
+        if missing:  # The stock `tfds build` prints no summary: say it here, in one line.
             logging.warning(
-                "oregon_wildlife: %s; see info.metadata['%s']",
-                "; ".join(build_summary.warnings),
+                "oregon_wildlife: %d classes have no validation or no test example (%s); see "
+                "info.metadata['%s']",
+                len(missing),
+                ", ".join(missing),
                 summary.METADATA_KEY,
             )
         return {
