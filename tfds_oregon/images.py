@@ -139,8 +139,12 @@ def open_image(data: bytes) -> Image.Image:
         img = Image.open(io.BytesIO(data))
     except _DECODE_ERRORS as e:
         raise UnreadableImageError(reason(e)) from e
-    check_aspect_ratio(*img.size)
-    check_pixel_count(*img.size, MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS)
+    try:
+        check_aspect_ratio(*img.size)
+        check_pixel_count(*img.size, MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS)
+    except UnreadableImageError:
+        img.close()
+        raise
     return img
 
 
