@@ -103,3 +103,88 @@ def test_corrupt_zip_is_a_source_error(tmp_path):
         archive.Source(str(path)),
     ):
         pass
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "oregon_wildlife\\oregon_wildlife\\elk\\a.jpg",
+            "oregon_wildlife/oregon_wildlife/elk/a.jpg",
+        ),
+        ("./oregon_wildlife/elk/a.jpg", "oregon_wildlife/elk/a.jpg"),
+        ("oregon_wildlife//elk///a.jpg", "oregon_wildlife/elk/a.jpg"),
+        ("/oregon_wildlife/./elk/a.jpg", "oregon_wildlife/elk/a.jpg"),
+    ],
+)
+def test_member_names_are_normalised(name, expected):
+    assert archive.normalise(name) == expected
+
+
+def test_windows_and_dot_slash_zips_find_their_class_folders(tmp_path):
+    names = [
+        "oregon_wildlife\\oregon_wildlife\\elk\\a.jpg",
+        "./oregon_wildlife/oregon_wildlife/raven/b.jpg",
+    ]
+    path = _write_zip(tmp_path / "oregon-wildlife.zip", names)
+    with archive.Source(path) as source:
+        layout = archive.detect_layout(source.files())
+        assert [e.file_name for e in layout.entries] == ["elk/a.jpg", "raven/b.jpg"]
+        assert source.read(layout.entries[0].path) == f"bytes of {names[0]}".encode()
+
+
+def _patch_member(path, name: str, *, flag_bits: int = 0, method: int | None = None,
+                  crc_xor: int = 0) -> None:  # fmt: skip
+    """Rewrites one member's local and central headers in place (zip spec, APPNOTE 4.3.7/12)."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    for header, flags_at, method_at, crc_at in [
+        (info.header_offset, 6, 8, 14),  # Local file header.
+        (raw.index(name.encode(), raw.index(b"PK\x01\x02")) - 46, 8, 10, 16),  # Central.
+    ]:
+        raw[header + flags_at] |= flag_bits
+        if method is not None:
+            raw[header + method_at : header + method_at + 2] = method.to_bytes(2, "little")
+        crc = int.from_bytes(raw[header + crc_at : header + crc_at + 4], "little") ^ crc_xor
+        raw[header + crc_at : header + crc_at + 4] = crc.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "patch, reason",
+    [
+        ({"flag_bits": 0x1}, "encrypted archive member"),
+        ({"method": 9}, "unsupported zip compression method 9"),  # Deflate64.
+        ({"crc_xor": 0xFFFF}, "damaged archive member: bad CRC-32"),
+    ],
+)
+def test_odd_members_are_unreadable_with_a_short_reason(tmp_path, patch, reason):
+    path = tmp_path / "oregon-wildlife.zip"
+    _write_zip(path, ["ow/elk/a.jpg", "ow/elk/odd.jpg", "ow/elk/z.jpg"])
+    _patch_member(path, "ow/elk/odd.jpg", **patch)
+    with archive.Source(str(path)) as source:
+        assert source.files() == ["ow/elk/a.jpg", "ow/elk/odd.jpg", "ow/elk/z.jpg"]
+        with pytest.raises(archive.UnreadableMemberError) as error:
+            source.read("ow/elk/odd.jpg")
+        assert str(error.value) == reason
+        assert source.read("ow/elk/z.jpg") == b"bytes of ow/elk/z.jpg"  # The rest is fine.
+
+
+def test_member_larger_than_the_limit_is_refused_from_the_directory(tmp_path):
+    path = tmp_path / "oregon-wildlife.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ow/elk/huge.jpg", bytes(3 * 2**20))  # 3 MiB of zeros: a few KiB zipped.
+    with archive.Source(str(path)) as source:
+        source.files()
+        with pytest.raises(archive.UnreadableMemberError, match="3 MiB is larger than the 1 MiB"):
+            source.read("ow/elk/huge.jpg", max_bytes=2**20)
+        assert len(source.read("ow/elk/huge.jpg", max_bytes=4 * 2**20)) == 3 * 2**20
+
+
+def test_manual_dir_that_is_missing_or_a_file_is_a_source_error(tmp_path):
+    with pytest.raises(archive.SourceError, match="does not exist"):
+        archive.locate(str(tmp_path / "missing"))
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(archive.SourceError, match="no Oregon Wildlife archive"):
+        archive.locate(str(tmp_path / "a_file"))

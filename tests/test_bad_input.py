@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import tfds_oregon
 from tests.fixtures.processes import (
     finish,
     relative_files,
@@ -29,6 +30,7 @@ from tests.fixtures.processes import (
 pytestmark = pytest.mark.slow
 
 EXIT_BAD_INPUT = 2
+_VERSION = str(tfds_oregon.Builder.VERSION)  # What the trainer expects to find.
 EXIT_DIVERGED = 3
 _FINISHED_LOOKING = ("metrics.json", "model", "predictions.png", "confusion_matrix.png")
 
@@ -75,10 +77,10 @@ def _wrong_backbones(root) -> dict[str, str]:
 
 
 def _old_dataset(learnable_data_dir, data_dir) -> str:
-    """A copy of the dataset that says it is version 0.9.0 (the code reads 1.0.0)."""
+    """A copy of the dataset that says it is version 0.9.0 (the code reads _VERSION)."""
     shutil.copytree(learnable_data_dir, data_dir)
     versions = data_dir / "oregon_wildlife" / "resized_256"
-    (versions / "1.0.0").rename(versions / "0.9.0")
+    (versions / _VERSION).rename(versions / "0.9.0")
     info_path = versions / "0.9.0" / "dataset_info.json"
     info = json.loads(info_path.read_text())
     info["version"] = "0.9.0"
@@ -110,7 +112,11 @@ _CASES = {
     "no_dataset": ({"data_dir": "{empty}"}, ["tfds build", "{empty}", "--manual_dir"]),
     "old_dataset": (
         {"data_dir": "{old}"},
-        ["holds oregon_wildlife/resized_256 version 0.9.0", "reads version 1.0.0", "tfds build"],
+        [
+            "holds oregon_wildlife/resized_256 version 0.9.0",
+            f"reads version {_VERSION}",
+            "tfds build",
+        ],
     ),
     "unreachable_backbone": (
         {"backbone": "{unreachable}"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import pathlib
 import struct
 import zlib
@@ -12,9 +13,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfds_oregon import images
+from benchmarks import near_duplicates
+from tfds_oregon import images, splits
 
 HOSTILE = pathlib.Path(__file__).parent / "data" / "hostile"
+REAL = pathlib.Path(__file__).parent / "data" / "real"
 UNREADABLE = (
     "broken.png",
     "broken_data_stream.png",
@@ -142,10 +145,33 @@ def test_same_pixels_in_other_bytes_hash_equal():
     as_png, as_bmp = io.BytesIO(), io.BytesIO()
     img.save(as_png, format="PNG", compress_level=9)
     img.save(as_bmp, format="BMP")
-    assert (
-        images.convert(as_png.getvalue()).pixel_hash == images.convert(as_bmp.getvalue()).pixel_hash
-    )
-    assert images.convert(as_png.getvalue()).pixel_hash != images.convert(_jpeg(img)).pixel_hash
+    assert images.pixel_hash(as_png.getvalue()) == images.pixel_hash(as_bmp.getvalue())
+    assert images.pixel_hash(as_png.getvalue()) != images.pixel_hash(_jpeg(img))
+
+
+def test_lossless_copy_of_a_large_jpeg_has_its_identity_in_every_config():
+    """1.0.0 hashed the draft-decoded pixels, so a JPEG whose shorter side is >= 512 never
+    matched its own PNG copy in resized_256."""
+    photo = _photo((1024, 768))
+    jpeg = _jpeg(photo)
+    with Image.open(io.BytesIO(jpeg)) as decoded:
+        as_png = io.BytesIO()
+        decoded.convert("RGB").save(as_png, format="PNG")  # The JPEG's exact pixels.
+    assert images.pixel_hash(jpeg) == images.pixel_hash(as_png.getvalue())
+    hashes = {
+        (name, short_side): images.convert(data, short_side).phash
+        for name, data in [("jpeg", jpeg), ("png", as_png.getvalue())]
+        for short_side in (None, 256)
+    }
+    assert hashes[("jpeg", None)] == hashes[("jpeg", 256)]  # Identity ignores the config.
+    assert hashes[("png", None)] == hashes[("png", 256)]
+    assert splits.hamming(hashes[("jpeg", 256)], hashes[("png", 256)]) <= 2
+
+
+def _photo(size: tuple[int, int]) -> Image.Image:
+    """A real photo (red fox, tests/data/real) at `size`."""
+    with Image.open(REAL / "red_fox.jpg") as img:
+        return img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -158,6 +184,84 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize("side", [10_000, 30_000])  # 100 MP (over the limit), 900 MP (bomb).
-def test_decompression_bombs_are_unreadable_not_decoded(side):
-    with pytest.raises(images.UnreadableImageError):
+def test_too_many_pixels_is_refused_from_the_header(side):
+    """The file has a header and no pixel data: a decode would fail as truncated, so the
+    reason shows the size was refused before any decoding."""
+    with pytest.raises(images.UnreadableImageError, match="too many pixels"):
         images.convert(_png_header_only(side, side))
+
+
+def test_extreme_aspect_ratio_is_unreadable():
+    buffer = io.BytesIO()
+    Image.new("L", (70_000, 2), 128).save(buffer, format="PNG")  # Wider than a JPEG can be.
+    with pytest.raises(images.UnreadableImageError, match="extreme aspect ratio: 70000x2"):
+        images.convert(buffer.getvalue(), 256)
+
+
+def test_120_megapixel_jpeg_is_kept_in_both_configs_at_reduced_scale():
+    buffer = io.BytesIO()
+    Image.new("L", (13_000, 9_300), 128).save(buffer, format="JPEG", quality=50)
+    full = images.convert(buffer.getvalue(), None)
+    resized = images.convert(buffer.getvalue(), 256)
+    assert full.source_pixels == resized.source_pixels == 13_000 * 9_300
+    assert (full.width, full.height) == (6_500, 4_650)  # 1/2 scale: under MAX_PIXELS.
+    assert full.width * full.height <= images.MAX_PIXELS
+    assert (resized.width, resized.height) == (358, 256)
+    assert full.phash == resized.phash
+
+
+@pytest.mark.parametrize(
+    "size, short_side, scale",
+    [((2400, 1600), 256, 4), ((2400, 1600), None, 1), ((600, 400), 256, 1),
+     ((13_000, 9_300), None, 2), ((13_000, 9_300), 256, 8)],
+)  # fmt: skip
+def test_jpeg_scale_is_the_draft_step_that_still_covers_the_target(size, short_side, scale):
+    assert images.jpeg_scale(*size, short_side) == scale
+
+
+def test_reasons_are_short_and_the_same_every_time():
+    reasons = set()
+    for _ in range(2):
+        with pytest.raises(images.UnreadableImageError) as error:
+            images.convert(b"<html>not an image</html>")
+        reasons.add(str(error.value))
+    assert reasons == {"not an image Pillow can identify"}
+    with pytest.raises(images.UnreadableImageError) as error:
+        images.convert((HOSTILE / "truncated_jpeg.jpg").read_bytes())
+    assert "0x" not in str(error.value) and len(str(error.value)) < 200
+
+
+def test_public_header_checks():
+    images.check_pixel_count(100, 100, max_pixels=10_000)
+    with pytest.raises(images.UnreadableImageError, match="too many pixels"):
+        images.check_pixel_count(101, 100, max_pixels=10_000)
+    images.check_aspect_ratio(2500, 100)
+    with pytest.raises(images.UnreadableImageError, match="aspect"):
+        images.check_aspect_ratio(2600, 100)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in near_duplicates.VARIANTS if "5 %" not in n))
+def test_near_duplicate_variants_of_real_photos_are_within_the_threshold(name, small_photos):
+    """Recall of the chosen threshold on the variants the dataset card reports (crops of 5 %
+    are not required: the card gives their lower recall)."""
+    make = near_duplicates.VARIANTS[name]
+    for photo_name, photo in small_photos.items():
+        distance = splits.hamming(
+            images.perceptual_hash(photo), images.perceptual_hash(make(photo))
+        )
+        assert distance <= splits.NEAR_DUPLICATE_BITS, (photo_name, distance)
+
+
+def test_distinct_real_photos_are_not_near_duplicates(small_photos):
+    hashes = {n: images.perceptual_hash(p) for n, p in small_photos.items()}
+    for a, b in itertools.combinations(hashes, 2):
+        assert splits.hamming(hashes[a], hashes[b]) > splits.NEAR_DUPLICATE_BITS, (a, b)
+
+
+@pytest.fixture(scope="module")
+def small_photos() -> dict[str, Image.Image]:
+    """The real photos, at most 400 px wide (the hash looks at 32x32 anyway)."""
+    photos = near_duplicates.load_photos()
+    for photo in photos.values():
+        photo.thumbnail((400, 400))
+    return photos

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfds_oregon import archive, prepare, sample
+from tfds_oregon import archive, prepare, sample, splits
 
 
 def _jpeg(size: tuple[int, int], label: int, seed: int) -> bytes:
@@ -23,6 +23,7 @@ def _jpeg(size: tuple[int, int], label: int, seed: int) -> bytes:
 def zip_path(tmp_path) -> str:
     files = {
         "ow/elk/big.jpg": _jpeg((640, 480), 8, 0),  # Resized by resized_256.
+        "ow/elk/big_copy.jpg": _jpeg((640, 480), 8, 0),  # Same bytes: not cached twice.
         "ow/elk/small.jpg": _jpeg((64, 48), 8, 1),  # Stored as it is.
         "ow/elk/small_copy.jpg": _jpeg((64, 48), 8, 1),  # Same bytes: converted once.
         "ow/raven/a.png": _png(),
@@ -55,16 +56,64 @@ def test_scan_then_stored_images(zip_path, cache_bytes):
         assert list(scanned.unreadable) == ["raven/damaged.jpg"]
         assert "damaged archive member" in scanned.unreadable["raven/damaged.jpg"]
         assert scanned.as_is == {"elk/small.jpg", "elk/small_copy.jpg"}
-        assert set(scanned.cache) == (set() if cache_bytes == 0 else {"elk/big.jpg", "raven/a.png"})
+        # big_copy is converted again in pass 2, unless both copies raced through pass 1.
+        cached = set(scanned.cache) - {"elk/big_copy.jpg"}
+        assert cached == (set() if cache_bytes == 0 else {"elk/big.jpg", "raven/a.png"})
         paths = {e.file_name: e.path for e in layout.entries}
         stored = dict(prepare.stored_images(source, scanned.records, paths, scanned, 256))
     by_name = {record.file_name: data for record, data in stored.items()}
     with Image.open(io.BytesIO(by_name["elk/big.jpg"])) as img:
         assert (img.format, img.size) == ("JPEG", (341, 256))
+    assert by_name["elk/big_copy.jpg"] == by_name["elk/big.jpg"]  # Converted again in pass 2.
     with archive.Source(zip_path) as source:
         assert by_name["elk/small.jpg"] == source.read("ow/elk/small.jpg")
     records = {r.file_name: r for r in scanned.records}
-    assert records["elk/small.jpg"].pixel_hash == records["elk/small_copy.jpg"].pixel_hash
+    assert records["elk/small.jpg"].byte_hash == records["elk/small_copy.jpg"].byte_hash
+    assert records["elk/small.jpg"].phash == records["elk/small_copy.jpg"].phash
+    assert records["elk/big.jpg"].pixels == 640 * 480  # The source size, not the stored one.
+
+
+def test_exact_duplicates_are_same_bytes_or_same_pixels(tmp_path):
+    photo = sample.synthetic_image(8, (600, 520), np.random.default_rng(3))
+    jpeg = io.BytesIO()
+    photo.save(jpeg, format="JPEG", quality=90)
+    with Image.open(io.BytesIO(jpeg.getvalue())) as decoded:
+        png = io.BytesIO()
+        decoded.convert("RGB").save(png, format="PNG")  # The JPEG's exact pixels.
+    requality = io.BytesIO()
+    photo.resize((540, 468)).save(requality, format="JPEG", quality=60)  # Near only; smaller.
+    files = {
+        "ow/elk/a.jpg": jpeg.getvalue(),
+        "ow/elk/b_same_bytes.jpg": jpeg.getvalue(),
+        "ow/elk/c_same_pixels.png": png.getvalue(),
+        "ow/elk/d_quality_60.jpg": requality.getvalue(),
+    }
+    path = tmp_path / "oregon-wildlife.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    with archive.Source(str(path)) as source:
+        layout = archive.detect_layout(source.files())
+        scanned = prepare.scan(source, layout.entries, 256, workers=2)
+        plan = splits.plan_splits(scanned.records)
+        paths = {e.file_name: e.path for e in layout.entries}
+        exact = prepare.exact_duplicates(source, plan.dropped, scanned.records, paths)
+    # a, b and c tie on size: the keeper is one of them (smallest content hash), never d.
+    assert len(plan.dropped) == 3 and "elk/d_quality_60.jpg" in plan.dropped
+    assert exact == set(plan.dropped) - {"elk/d_quality_60.jpg"}
+
+
+def test_progress_prints_a_few_plain_lines():
+    stream = io.StringIO()
+    progress = prepare.Progress(1000, "converting images", interval_s=0.0, stream=stream)
+    for _ in range(3):
+        progress.update(100)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("converting images: 100/1000 (")
+    assert "s left" in lines[0]
+    assert lines[-1].startswith("converting images: 300/1000")
+    assert "\r" not in stream.getvalue()
 
 
 def test_ordered_map_keeps_order_and_bounds_work_in_flight():

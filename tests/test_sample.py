@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import colorsys
 import io
+import os
+import pathlib
 import re
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tfds_oregon import CLASS_NAMES, sample
+from tests import test_build_cli
+from tfds_oregon import CLASS_NAMES, images, sample, splits
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _NAME = re.compile(r"^[0-9a-f]{18}\.jpg$")
 
@@ -71,17 +78,52 @@ def test_realistic_size_gives_photo_weight_jpegs():
     assert 150_000 < len(buffer.getvalue()) < 600_000
 
 
-def test_cli_writes_the_archive(tmp_path, capsys):
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "tfds_oregon.sample", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_cli_writes_the_archive(tmp_path):
     out = tmp_path / "manual" / "oregon-wildlife.zip"
-    assert (
-        sample.main(["--out", str(out), "--per_class", "1", "--size", "24x16", "--layout", "flat"])
-        == 0
-    )
-    assert "SYNTHETIC" in capsys.readouterr().out
+    result = _run_cli("--out", str(out), "--per_class", "1", "--size", "24x16", "--layout", "flat")
+    assert result.returncode == 0, result.stderr
+    assert "SYNTHETIC" in result.stdout
     with zipfile.ZipFile(out) as zf:
         assert len([n for n in zf.namelist() if n.endswith(".jpg")]) == 20
 
 
-def test_cli_rejects_a_bad_size(tmp_path):
-    with pytest.raises(SystemExit):
-        sample.main(["--out", str(tmp_path / "x.zip"), "--per_class", "1", "--size", "big"])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--size", "big"], "--size must be WIDTHxHEIGHT"),
+        (["--size", "4x4"], "sides >= 8 px"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, args, expected):
+    out = tmp_path / "x.zip"
+    result = _run_cli("--out", str(out), "--per_class", "1", *args)
+    assert result.returncode == 2
+    # Importing the package registers the TFDS builder, so TensorFlow loads and its C++
+    # runtime prints a few lines before any log setting applies (as in test_build_cli).
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not test_build_cli._TF_NATIVE_LOG.match(line)
+    ]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert not out.exists()
+
+
+def test_no_two_sample_images_are_near_duplicates():
+    """The builder drops near-duplicates: the sample archive must not contain any."""
+    rng = np.random.default_rng(0)
+    hashes = [
+        images.perceptual_hash(sample.synthetic_image(label, (64, 48), rng))
+        for label in range(20)
+        for _ in range(10)
+    ]
+    groups = splits.group_near_duplicates(hashes, splits.NEAR_DUPLICATE_BITS)
+    assert len(groups) == len(hashes)

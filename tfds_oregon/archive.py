@@ -10,7 +10,13 @@ walked with gfile. Layouts accepted, with any name for the outer folders:
 
 Hidden entries (`.DS_Store`, `__MACOSX/`), files with a non-image extension (`.h5`, ...) and
 files outside the class folders are ignored and reported; anything in a class folder with an
-image extension is an image candidate, whatever its real content.
+image extension is an image candidate, whatever its real content. Member names are normalised
+first (backslashes, `./`, repeated slashes), as zips written on Windows have them.
+
+No member can stop a build: one that is too large (judged from the zip directory, before
+reading), compressed with a method zipfile lacks (Deflate64, ...), encrypted, or damaged (bad
+CRC, broken stream) raises `UnreadableMemberError` with a short, stable reason, and the caller
+counts it as unreadable.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import lzma
 import posixpath
+import re
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -34,9 +42,25 @@ IMAGE_EXTENSIONS = frozenset(
     | {".tif", ".tiff"}
 )
 _HIDDEN_PREFIXES = (".", "__MACOSX")
+# The largest file read: a real photo is at most a few tens of MB; a 1 GiB member is not one,
+# and reading it would take that much memory. Checked against the zip directory's sizes
+# before reading, and again while reading (the directory may lie).
+MAX_MEMBER_BYTES = 200 * 2**20
+# What zipfile can decompress (ZIP_DEFLATED64, PPMd, ... raise NotImplementedError).
+_SUPPORTED_COMPRESSION = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 # What reading one damaged member of an otherwise good zip raises (bad CRC, broken deflate
 # stream, cut short): that file is unreadable, the rest of the archive is fine.
-ENTRY_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, ValueError)
+_CHUNK = 1 << 20
+
+
+class UnreadableMemberError(ValueError):
+    """One file of the archive cannot be read; the message is a short, stable reason."""
 
 
 class SourceError(ValueError):
@@ -68,6 +92,27 @@ def locate(manual_dir: str) -> str:
       SourceError: nothing usable is there.
     """
     manual_dir = str(manual_dir).rstrip("/")
+    try:
+        found = _find_archive(manual_dir)
+    except tf.errors.OpError as e:  # Permission denied, a file where a folder should be, ...
+        raise SourceError(
+            f"cannot read the manual_dir {manual_dir} ({type(e).__name__}): check that it is "
+            "a folder you can read"
+        ) from None
+    if found:
+        return found
+    if not tf.io.gfile.exists(manual_dir):
+        what = f"the manual_dir {manual_dir} does not exist"
+    else:
+        what = f"no Oregon Wildlife archive in {manual_dir}"
+    raise SourceError(
+        f"{what}: run `{DOWNLOAD_COMMAND} -p {manual_dir}` "
+        f"so that {posixpath.join(manual_dir, ARCHIVE_NAMES[0])} exists "
+        "(archive.zip or the extracted oregon_wildlife/ folder also work)"
+    )
+
+
+def _find_archive(manual_dir: str) -> str | None:
     for name in ARCHIVE_NAMES:
         if tf.io.gfile.exists(posixpath.join(manual_dir, name)):
             return posixpath.join(manual_dir, name)
@@ -76,11 +121,7 @@ def locate(manual_dir: str) -> str:
         return extracted
     if tf.io.gfile.isdir(manual_dir) and set(tf.io.gfile.listdir(manual_dir)) & _class_dirs():
         return manual_dir
-    raise SourceError(
-        f"no Oregon Wildlife archive in {manual_dir}: run `{DOWNLOAD_COMMAND} -p {manual_dir}` "
-        f"so that {posixpath.join(manual_dir, ARCHIVE_NAMES[0])} exists "
-        "(archive.zip or the extracted oregon_wildlife/ folder also work)"
-    )
+    return None
 
 
 def _class_dirs() -> set[str]:
@@ -94,6 +135,7 @@ class Source:
         self.path = str(path)
         self._stack = contextlib.ExitStack()
         self._zip: zipfile.ZipFile | None = None
+        self._members: dict[str, zipfile.ZipInfo] = {}
 
     def __enter__(self) -> Source:
         if not tf.io.gfile.isdir(self.path):
@@ -106,21 +148,76 @@ class Source:
         self._stack.close()
 
     def files(self) -> list[str]:
-        """Every file's path, relative to the source, '/'-separated, sorted."""
+        """Every file's normalised path ('/'-separated, no `./`), sorted."""
         if self._zip is not None:
-            return sorted(info.filename for info in self._zip.infolist() if not info.is_dir())
+            self._members = {}
+            for info in self._zip.infolist():
+                name = normalise(info.filename)
+                if not info.is_dir() and name and not name.endswith("/"):
+                    self._members.setdefault(name, info)
+            return sorted(self._members)
         found = []
         for directory, _, names in tf.io.gfile.walk(self.path):
             relative = posixpath.relpath(str(directory), self.path)
             found += [posixpath.normpath(posixpath.join(relative, n)) for n in names]
         return sorted(found)
 
-    def read(self, path: str) -> bytes:
-        """The bytes of one file (thread-safe: zipfile serialises reads of the shared file)."""
-        if self._zip is not None:
-            return self._zip.read(path)
-        with tf.io.gfile.GFile(posixpath.join(self.path, path), "rb") as f:
-            return f.read()
+    def read(self, path: str, max_bytes: int = MAX_MEMBER_BYTES) -> bytes:
+        """The bytes of one file (thread-safe: zipfile serialises reads of the shared file).
+
+        Raises:
+          UnreadableMemberError: too large, unsupported compression, encrypted, or damaged.
+        """
+        if self._zip is None:
+            full_path = posixpath.join(self.path, path)
+            size = tf.io.gfile.stat(full_path).length
+            if size > max_bytes:
+                raise UnreadableMemberError(_too_large(size, max_bytes))
+            with tf.io.gfile.GFile(full_path, "rb") as f:
+                return f.read()
+        if not self._members:
+            self.files()
+        info = self._members[path]
+        _check_member(info, max_bytes)
+        try:
+            with self._zip.open(info) as member:
+                data = member.read(max_bytes + 1)  # Bounded even if the directory lies.
+                if len(data) > max_bytes:
+                    raise UnreadableMemberError(_too_large(len(data), max_bytes))
+                while member.read(_CHUNK):  # Reaches the end, where zipfile checks the CRC.
+                    pass
+        except _MEMBER_ERRORS as e:
+            raise UnreadableMemberError(_member_reason(e)) from e
+        return data
+
+
+def normalise(name: str) -> str:
+    """A zip member name as a clean relative path: `\\` -> `/`, no `./`, no repeated `/`."""
+    name = name.replace("\\", "/")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    return "/".join(parts) + ("/" if name.endswith("/") and parts else "")
+
+
+def _check_member(info: zipfile.ZipInfo, max_bytes: int) -> None:
+    if info.flag_bits & 0x1:
+        raise UnreadableMemberError("encrypted archive member")
+    if info.compress_type not in _SUPPORTED_COMPRESSION:
+        raise UnreadableMemberError(f"unsupported zip compression method {info.compress_type}")
+    if info.file_size > max_bytes:
+        raise UnreadableMemberError(_too_large(info.file_size, max_bytes))
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"file of {size / 2**20:.0f} MiB is larger than the {max_bytes / 2**20:.0f} MiB limit"
+
+
+def _member_reason(error: BaseException) -> str:
+    text = str(error)
+    if "CRC" in text:
+        return "damaged archive member: bad CRC-32"
+    # zipfile names the member in some messages: keep the reason the same for every file.
+    text = re.sub(r"'[^']*'", "'...'", " ".join(text.split()))
+    return f"damaged archive member: {type(error).__name__}: {text}"[:200]
 
 
 def _open_zip(path: str, stack: contextlib.ExitStack) -> zipfile.ZipFile:
@@ -204,9 +301,3 @@ def _under(path: str, root: str) -> bool:
 def _class_of(path: str, root: str) -> str:
     relative = posixpath.relpath(path, root or ".")
     return relative.split("/", 1)[0]
-
-
-def iter_images(source: Source, layout: Layout) -> Iterator[tuple[Entry, bytes]]:
-    """Yields each image candidate with its bytes, in the layout's (sorted) order."""
-    for entry in layout.entries:
-        yield entry, source.read(entry.path)

@@ -2,8 +2,10 @@
 
 TFDS asks for the splits before it asks for any example, and deduplication needs every photo
 before a split can be drawn. So:
-1. `scan` reads, hashes and converts every image candidate once, on a thread pool (Pillow and
-   hashlib release the GIL), and keeps the converted JPEGs in memory up to a budget.
+1. `scan` reads, hashes and converts every image candidate once, on a thread pool (Pillow,
+   numpy and hashlib release the GIL), and keeps the converted JPEGs in memory up to a budget.
+   Any per-file problem (a damaged or oversized member, an undecodable image) is recorded as
+   unreadable with a short reason; nothing stops the scan.
 2. `stored_images` yields the bytes to store for the kept records of one split: from that
    cache, or the source bytes untouched (an upright RGB JPEG kept at full size), and only
    what did not fit the cache is decoded a second time.
@@ -18,17 +20,19 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
+import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
-
-from tensorflow_datasets.core.utils import tqdm_utils
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TextIO, TypeVar
 
 from tfds_oregon import archive, images
 from tfds_oregon.archive import Entry, Source
 from tfds_oregon.splits import Record
 
 CACHE_BYTES = 1 << 30  # Converted JPEGs kept in memory between the two passes.
+# Marks a byte-identical copy's outcome: pass 2 converts it again if it is ever stored.
+_CONVERT_AGAIN = b""
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -67,8 +71,8 @@ def scan(
     def convert(entry: Entry) -> tuple[str, images.ConvertedImage | str]:
         try:
             data = source.read(entry.path)
-        except archive.ENTRY_READ_ERRORS as e:
-            return "", f"damaged archive member: {type(e).__name__}: {e}"
+        except archive.UnreadableMemberError as e:
+            return "", str(e)
         byte_hash = hashlib.sha256(data).hexdigest()
         with lock:
             done = by_bytes.get(byte_hash)
@@ -78,25 +82,96 @@ def scan(
             converted = images.convert(data, short_side)
         except images.UnreadableImageError as e:
             return byte_hash, str(e)
-        with lock:
-            by_bytes[byte_hash] = converted
+        with lock:  # Copies need the identity, not a second copy of the JPEG in memory.
+            by_bytes[byte_hash] = (
+                converted
+                if converted.jpeg is None
+                else dataclasses.replace(converted, jpeg=_CONVERT_AGAIN)
+            )
         return byte_hash, converted
 
     cached = 0
-    progress = tqdm_utils.tqdm(total=len(entries), desc="Decoding images", unit=" images")
+    progress = Progress(len(entries), "converting images")
     for entry, (byte_hash, outcome) in ordered_map(convert, entries, workers):
-        progress.update(1)
+        progress.update()
         if isinstance(outcome, str):
             result.unreadable[entry.file_name] = outcome
             continue
-        result.records.append(Record(entry.file_name, entry.label, byte_hash, outcome.pixel_hash))
+        result.records.append(
+            Record(entry.file_name, entry.label, byte_hash, outcome.phash, outcome.source_pixels)
+        )
         if outcome.jpeg is None:
             result.as_is.add(entry.file_name)
-        elif cached + len(outcome.jpeg) <= cache_bytes:
+        elif outcome.jpeg and cached + len(outcome.jpeg) <= cache_bytes:
             result.cache[entry.file_name] = outcome.jpeg
             cached += len(outcome.jpeg)
     progress.close()
     return result
+
+
+def exact_duplicates(
+    source: Source,
+    dropped: Mapping[str, str],
+    records: Sequence[Record],
+    paths: Mapping[str, str],
+    *,
+    workers: int | None = None,
+) -> set[str]:
+    """The dropped copies that are exact duplicates of the photo kept instead.
+
+    Exact: the same bytes, or the same upright pixels at full resolution in another container
+    (PNG, BMP, other JPEG metadata). Only the few files in groups are decoded again.
+    """
+    by_name = {r.file_name: r for r in records}
+    same_bytes = {
+        name for name, kept in dropped.items() if by_name[name].byte_hash == by_name[kept].byte_hash
+    }
+    to_hash = sorted({n for pair in dropped.items() for n in pair if pair[0] not in same_bytes})
+
+    def digest(name: str) -> str:
+        try:
+            return images.pixel_hash(source.read(paths[name]))
+        except (archive.UnreadableMemberError, images.UnreadableImageError):
+            return f"unreadable:{name}"  # Read fine in pass 1; never equal to another.
+
+    pixels = dict(ordered_map(digest, to_hash, workers))
+    same_pixels = {
+        name
+        for name, kept in dropped.items()
+        if name not in same_bytes and pixels[name] == pixels[kept]
+    }
+    return same_bytes | same_pixels
+
+
+class Progress:
+    """One line on stderr every `interval_s` (and at the end): done/total, rate, ETA.
+
+    Plain lines, not a redrawn bar: they read the same in a terminal and in a job's log.
+    """
+
+    def __init__(
+        self, total: int, what: str, interval_s: float = 10.0, stream: TextIO | None = None
+    ):
+        self.total, self.what, self.interval_s = total, what, interval_s
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self._start = self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if time.monotonic() - self._last >= self.interval_s and self.done < self.total:
+            self._print()
+
+    def close(self) -> None:
+        self._print()
+
+    def _print(self) -> None:
+        self._last = time.monotonic()
+        elapsed = max(self._last - self._start, 1e-9)
+        rate = self.done / elapsed
+        eta = f", {(self.total - self.done) / rate:.0f} s left" if self.done < self.total else ""
+        line = f"{self.what}: {self.done}/{self.total} ({rate:.0f}/s, {elapsed:.0f} s{eta})"
+        print(line, file=self.stream, flush=True)
 
 
 def stored_images(
@@ -125,7 +200,7 @@ def stored_images(
         data = source.read(paths[record.file_name])
         if record.file_name in scanned.as_is:
             return data
-        converted = images.convert(data, short_side)
+        converted = images.convert(data, short_side)  # Read fine in pass 1: same bytes.
         return data if converted.jpeg is None else converted.jpeg
 
     yield from ordered_map(jpeg_of, records, workers)

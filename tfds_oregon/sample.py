@@ -13,15 +13,14 @@ Layout, as in the Kaggle download: `oregon_wildlife/oregon_wildlife/<class>/<18 
 macOS `.DS_Store` in every class folder.
 """
 
-from __future__ import annotations
+from trainer import cli  # isort: skip - first: quiets TensorFlow before it is imported.
 
-import argparse
 import io
 import os
-import sys
 import zipfile
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from tfds_oregon.classes import CLASS_NAMES
@@ -48,7 +47,12 @@ def synthetic_image(label: int, size: tuple[int, int], rng: np.random.Generator)
         Image.fromarray(blotches.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
     )
     noise = texture + rng.normal(0.0, 0.005, (height, width)).astype(np.float32)
-    value = rng.uniform(0.6, 0.95) * (0.62 + 0.3 * stripes) + noise
+    # Each image's own composition: a smooth random layout of light and shade, as strong as
+    # the stripes. Without it, images of one class differ only in stripe phase and a
+    # perceptual hash would (rightly) call some of them near-duplicates of each other.
+    layout = rng.normal(0.0, 0.45, (5, 5)).astype(np.float32)
+    scene = np.asarray(Image.fromarray(layout, mode="F").resize(size, Image.BICUBIC))
+    value = rng.uniform(0.6, 0.95) * (0.62 + 0.3 * stripes) + noise + scene
     saturation = np.full_like(value, rng.uniform(0.55, 0.9)) + noise
     hue = np.full_like(value, (label / len(CLASS_NAMES) + rng.uniform(-0.01, 0.01)) % 1.0)
     channels = [np.clip(c * 255, 0, 255).astype(np.uint8) for c in (hue, saturation, value)]
@@ -115,34 +119,37 @@ def _jpeg(img: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """ "320x240" -> (320, 240).
+
+    Raises:
+      ValueError: not WIDTHxHEIGHT.
+    """
     width, sep, height = text.lower().partition("x")
     if not (sep and width.isdigit() and height.isdigit()):
-        raise argparse.ArgumentTypeError(f"--size must be WIDTHxHEIGHT, e.g. 320x240, got {text!r}")
+        raise ValueError(f"--size must be WIDTHxHEIGHT, e.g. 320x240, got {text!r}")
     return int(width), int(height)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Write a zip of SYNTHETIC images in the exact Kaggle Oregon Wildlife layout."
+def define_flags() -> None:
+    """The command's flags; defined only when run as a command (no clash on import)."""
+    flags.DEFINE_string(
+        "out", None, "Zip to write, e.g. manual/oregon-wildlife.zip.", required=True
     )
-    parser.add_argument(
-        "--out", required=True, help="zip to write, e.g. manual/oregon-wildlife.zip"
-    )
-    parser.add_argument(
-        "--per_class", type=int, required=True, help="images per class (20 classes)"
-    )
-    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="nested")
-    parser.add_argument("--size", type=_parse_size, default=(320, 240), help="WxH, default 320x240")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        path = write_sample_archive(
-            args.out, args.per_class, layout=args.layout, image_size=args.size, seed=args.seed
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    flags.DEFINE_integer("per_class", None, "Images per class (20 classes).", required=True)
+    flags.DEFINE_enum("layout", "nested", sorted(LAYOUTS), "Kaggle zip layout to imitate.")
+    flags.DEFINE_string("size", "320x240", "WIDTHxHEIGHT of every image.")
+    flags.DEFINE_integer("seed", 0, "The same seed writes the same archive.")
+
+
+def main(argv: list[str]) -> int:
+    args = flags.FLAGS
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])} (all options are flags)")
+    path = write_sample_archive(
+        args.out, args.per_class, layout=args.layout, image_size=parse_size(args.size),
+        seed=args.seed,
+    )  # fmt: skip
     total = args.per_class * len(CLASS_NAMES)
     print(
         f"wrote {path}: {total} SYNTHETIC images ({args.per_class} per class, {args.layout} layout)"
@@ -151,4 +158,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    cli.run(main)

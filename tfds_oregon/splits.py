@@ -1,24 +1,35 @@
-"""Removes duplicate photos, then splits what is left: stratified, deterministic, leak-free.
+"""Groups near-duplicate photos, keeps one per group, and splits the groups: leak-free, stable.
 
-Deduplication runs on the whole archive before the split, so no photo can sit in two splits:
-- copies of one photo inside one class keep the copy whose file name sorts first;
-- a photo found under two or more classes has no trustworthy label: every copy is dropped.
-"Same photo" means the same decoded pixels (same bytes always decode to the same pixels).
-
-Each class is then ordered by a key derived from the kept file's content (its SHA-256), and cut
-into train/validation/test by the fractions. The split depends only on the set of photos: not on
-the order of the zip's entries, the machine, the run, or the config (`full` and `resized_256`
-split the same way).
+1. Grouping: two photos are near-duplicates when their 64-bit perceptual hashes differ in at
+   most `threshold` bits (calibrated in the dataset card: re-encodes, rescales, grayscale and
+   lossless copies, small crops). Groups are the transitive closure (union-find), so a chain
+   of near-copies is one group whatever the order the photos come in.
+2. Keeping: a group inside one class keeps its largest photo (most source pixels; ties broken
+   by the smallest content hash) and counts the others as duplicates. A group spanning two or
+   more classes has no trustworthy label: it keeps none (a cross-class conflict).
+3. Splitting: a group's split is a pure function of its identity (the smallest content hash of
+   its members) mapped to [0, 1) and compared with the cumulative fractions (0.8, 0.9). So the
+   split is the same in every config, in any zip order, on any machine, and adding or removing
+   photos moves no other photo. Classes of >= 100 photos land within a few points of 80/10/10;
+   tiny classes may get no validation or test example (the summary warns).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
+# Hamming distance (of 64 bits) up to which two photos are near-duplicates: see the dataset
+# card (tfds_oregon/oregon_wildlife/README.md) and benchmarks/near_duplicates.py.
+NEAR_DUPLICATE_BITS = 10
+_SPLIT_SALT = b"oregon_wildlife split v2"
+_BLOCK = 512  # Rows of the distance matrix computed at once (512 x 14,000 x 8 B = 57 MB).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +38,17 @@ class Record:
 
     file_name: str  # Relative to the class folders' parent, e.g. "elk/0a1b...jpg".
     label: str
-    byte_hash: str  # SHA-256 of the file's bytes.
-    pixel_hash: str  # Digest of the decoded upright RGB pixels.
+    byte_hash: str  # SHA-256 of the file's bytes: its identity.
+    phash: int  # 64-bit perceptual hash.
+    pixels: int  # Source width x height.
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Conflict:
+    """A group of near-duplicates found under several classes: every copy is dropped."""
+
+    classes: tuple[str, ...]
+    file_names: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,86 +56,112 @@ class SplitPlan:
     """The kept records of each split, and what deduplication dropped.
 
     Attributes:
-      splits: split name -> records, sorted by file name.
-      duplicates: file name of each dropped in-class copy -> the file name kept instead.
-      cross_class: groups of file names (sorted) holding one photo under several classes.
+      splits: split name -> kept records, sorted by file name.
+      dropped: file name of each dropped in-class copy -> the file name kept instead.
+      conflicts: groups spanning several classes (all dropped), sorted.
+      groups: the multi-photo groups, each as its sorted file names (for reports).
     """
 
     splits: dict[str, list[Record]]
-    duplicates: dict[str, str]
-    cross_class: list[list[str]]
-    dropped_labels: dict[str, str]  # Every dropped file name -> its class.
+    dropped: dict[str, str]
+    conflicts: list[Conflict]
+    groups: list[tuple[str, ...]]
 
 
 def plan_splits(
-    records: Iterable[Record], fractions: Mapping[str, float] = DEFAULT_FRACTIONS
+    records: Iterable[Record],
+    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    threshold: int = NEAR_DUPLICATE_BITS,
 ) -> SplitPlan:
-    """Deduplicates `records` and assigns the rest to splits (see the module docstring)."""
+    """Groups, deduplicates and splits `records` (see the module docstring)."""
     _check_fractions(fractions)
-    kept, duplicates, cross_class, dropped = deduplicate(records)
+    records = sorted(records, key=lambda r: r.file_name)
+    groups = group_near_duplicates([r.phash for r in records], threshold)
     splits: dict[str, list[Record]] = {name: [] for name in fractions}
-    for class_records in _by_label(kept).values():
-        ordered = sorted(class_records, key=lambda r: (r.byte_hash, r.file_name))
-        for name, part in zip(fractions, _cut(ordered, fractions), strict=True):
-            splits[name].extend(part)
+    dropped, conflicts, multi = {}, [], []
+    for members in groups:
+        group = [records[i] for i in members]
+        if len(group) > 1:
+            multi.append(tuple(r.file_name for r in group))
+        labels = sorted({r.label for r in group})
+        if len(labels) > 1:
+            conflicts.append(Conflict(tuple(labels), tuple(r.file_name for r in group)))
+            continue
+        keeper = min(group, key=lambda r: (-r.pixels, r.byte_hash, r.file_name))
+        dropped.update((r.file_name, keeper.file_name) for r in group if r is not keeper)
+        identity = min(r.byte_hash for r in group)
+        splits[split_of(identity, fractions)].append(keeper)
     for part in splits.values():
         part.sort(key=lambda r: r.file_name)
-    return SplitPlan(splits, duplicates, cross_class, dropped)
+    return SplitPlan(splits, dict(sorted(dropped.items())), sorted(conflicts), sorted(multi))
 
 
-def deduplicate(
-    records: Iterable[Record],
-) -> tuple[list[Record], dict[str, str], list[list[str]], dict[str, str]]:
-    """Returns (kept, in-class duplicates, cross-class groups, dropped file -> class)."""
-    groups: dict[str, list[Record]] = collections.defaultdict(list)
-    for record in records:
-        groups[record.pixel_hash].append(record)
-    kept, duplicates, cross_class, dropped = [], {}, [], {}
-    for group in groups.values():
-        group.sort(key=lambda r: r.file_name)
-        if len({r.label for r in group}) > 1:
-            cross_class.append([r.file_name for r in group])
-            dropped.update((r.file_name, r.label) for r in group)
-            continue
-        kept.append(group[0])
-        for copy in group[1:]:
-            duplicates[copy.file_name] = group[0].file_name
-            dropped[copy.file_name] = copy.label
-    cross_class.sort()
-    return kept, duplicates, cross_class, dropped
+def split_of(identity: str, fractions: Mapping[str, float]) -> str:
+    """The split of a group: its identity hashed to [0, 1), against the cumulative fractions."""
+    digest = hashlib.sha256(_SPLIT_SALT + identity.encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for name, fraction in fractions.items():
+        cumulative += fraction
+        if position < cumulative:
+            return name
+    return next(name for name, f in reversed(fractions.items()) if f > 0)  # Rounding at 1.0.
 
 
-def _by_label(records: Iterable[Record]) -> dict[str, list[Record]]:
-    by_label: dict[str, list[Record]] = collections.defaultdict(list)
-    for record in records:
-        by_label[record.label].append(record)
-    return dict(sorted(by_label.items()))
+def group_near_duplicates(phashes: Sequence[int], threshold: int) -> list[list[int]]:
+    """Indices of `phashes` grouped transitively by Hamming distance <= `threshold`.
 
-
-def split_counts(n: int, fractions: Mapping[str, float]) -> list[int]:
-    """How many of `n` images go to each split.
-
-    Every split but the first rounds half up, and gets at least one image when there are
-    enough for every split to have one (TFDS cannot write an empty split, and tiny sample
-    archives would otherwise have no validation images); the first (train) takes the rest.
+    Every pair is compared, vectorised: XOR and popcount over blocks of the upper triangle
+    (14,000 hashes: ~10^8 pairs, about a second; benchmarks/near_duplicates.py). The pairs
+    found are joined with union-find. Groups are sorted lists, in order of their first index.
     """
-    names = list(fractions)
-    floor = 1 if n >= len(names) else 0
-    others = [
-        max(floor if fractions[name] > 0 else 0, math.floor(n * fractions[name] + 0.5))
-        for name in names[1:]
-    ]
-    while sum(others) > n:  # Tiny n with large held-out fractions: rounding overshoots.
-        others[others.index(max(others))] -= 1
-    return [n - sum(others), *others]
+    hashes = np.array([h & (2**64 - 1) for h in phashes], dtype=np.uint64)
+    parent = list(range(len(hashes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]  # Path halving.
+            i = parent[i]
+        return i
+
+    for start in range(0, len(hashes), _BLOCK):
+        block = hashes[start : start + _BLOCK]
+        distances = np.bitwise_count(block[:, None] ^ hashes[None, start:])
+        rows, columns = np.nonzero(distances <= threshold)
+        for i, j in zip(rows + start, columns + start, strict=True):
+            if i < j:
+                root_i, root_j = find(int(i)), find(int(j))
+                if root_i != root_j:
+                    parent[max(root_i, root_j)] = min(root_i, root_j)
+    groups: dict[int, list[int]] = collections.defaultdict(list)
+    for i in range(len(hashes)):
+        groups[find(i)].append(i)
+    return list(groups.values())
 
 
-def _cut(ordered: list[Record], fractions: Mapping[str, float]) -> list[list[Record]]:
-    parts, start = [], 0
-    for count in split_counts(len(ordered), fractions):
-        parts.append(ordered[start : start + count])
-        start += count
-    return parts
+def hamming(a: int, b: int) -> int:
+    """Bits that differ between two 64-bit hashes."""
+    return (a ^ b).bit_count()
+
+
+def class_split_counts(plan: SplitPlan) -> dict[str, dict[str, int]]:
+    """class -> split -> kept examples, for the classes that kept any."""
+    counts: dict[str, dict[str, int]] = collections.defaultdict(
+        lambda: dict.fromkeys(plan.splits, 0)
+    )
+    for name, records in plan.splits.items():
+        for record in records:
+            counts[record.label][name] += 1
+    return dict(sorted(counts.items()))
+
+
+def classes_missing_a_split(plan: SplitPlan) -> dict[str, list[str]]:
+    """class -> the splits it has no example in (only classes that kept some photos)."""
+    return {
+        label: [name for name, n in counts.items() if n == 0]
+        for label, counts in class_split_counts(plan).items()
+        if 0 in counts.values()
+    }
 
 
 def _check_fractions(fractions: Mapping[str, float]) -> None:
