@@ -57,7 +57,11 @@ class TrainConfig:
     learning_rate: float = 0.01  # Per 256 images.
     warmup_epochs: float = 1.0
     optimizer: str = "adamw"
-    weight_decay: float = 0.0
+    weight_decay: float | None = option(
+        None,
+        "Decoupled weight decay, multiplied by the learning rate as tf_keras does; default: "
+        "0.05 for adamw, 4e-5 for sgd (see train.DEFAULT_WEIGHT_DECAY); 0 = off.",
+    )
     label_smoothing: float = 0.1
     dropout: float = 0.2
     fine_tune_layers: int = 0
@@ -67,7 +71,27 @@ class TrainConfig:
     precision: str = "auto"
     strategy: str = "auto"
     seed: int = 0
-    cache: bool = False
+    cache: str = option(
+        "none",
+        "Keep training/evaluation images in memory after the first epoch: none, encoded "
+        "(the JPEG bytes) or decoded (uint8 pixels, ~200 KB per 256 px image: later epochs "
+        "only crop and resize). --cache and --nocache still mean encoded and none.",
+    )
+    jit_compile: str = option(
+        "auto",
+        "Compile the train step with XLA: on, off, or auto = on with one GPU and the "
+        "default strategy only (XLA with Mirrored/MultiWorker strategies has known bugs).",
+    )
+    steps_per_execution: int = option(
+        1,
+        "Train steps per tf.function call: more cuts the per-step host overhead on fast "
+        "GPUs; callbacks then see every this many steps.",
+    )
+    startup_timeout: int = option(
+        distribute.DEFAULT_STARTUP_TIMEOUT,
+        "Several workers: seconds to wait at start-up for every worker to join before "
+        "failing with an error.",
+    )
     worker_heartbeat_timeout: int = distribute.DEFAULT_HEARTBEAT_TIMEOUT  # Seconds.
     outputs: OutputDirs | None = None
     tf_config: dict | None = None
@@ -75,7 +99,14 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raises ValueError naming every bad value; returns self for chaining."""
         problems = []
-        for name in ("batch_size", "epochs", "image_size", "worker_heartbeat_timeout"):
+        for name in (
+            "batch_size",
+            "epochs",
+            "image_size",
+            "worker_heartbeat_timeout",
+            "steps_per_execution",
+            "startup_timeout",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers"):
@@ -89,12 +120,14 @@ class TrainConfig:
         for name in ("dropout", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be in [0, 1)")
-        if self.weight_decay < 0 or self.warmup_epochs < 0:
+        if (self.weight_decay or 0) < 0 or self.warmup_epochs < 0:
             problems.append("weight_decay and warmup_epochs must be >= 0")
         choices = {
             "precision": distribute.PRECISIONS,
             "strategy": distribute.STRATEGIES,
             "optimizer": OPTIMIZERS,
+            "cache": input_pipeline.CACHE_MODES,
+            "jit_compile": ("auto", "on", "off"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import flags
 
 from infra import storage
-from trainer import callbacks, distribute, preemption, train
+from trainer import callbacks, distribute, input_pipeline, preemption, train
 from trainer.config import TrainConfig, resolve_output_dirs
 
 _DEFAULTS = TrainConfig(data_dir="")
@@ -64,7 +64,6 @@ flags.DEFINE_float(
 )  # fmt: skip
 flags.DEFINE_float("warmup_epochs", _DEFAULTS.warmup_epochs, "Linear warm-up of each phase.")
 flags.DEFINE_string("optimizer", _DEFAULTS.optimizer, "adamw or sgd (Nesterov momentum 0.9).")
-flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "Decoupled weight decay; 0 = off.")
 flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing, "Label smoothing, in [0, 1).")
 flags.DEFINE_integer(
     "fine_tune_layers", _DEFAULTS.fine_tune_layers, "Backbone layers to unfreeze in phase 2, "
@@ -92,12 +91,43 @@ flags.DEFINE_string(
     "if TF_CONFIG/CLUSTER_SPEC lists several workers, mirrored on several GPUs, else default."
 )  # fmt: skip
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed for weights, file order, shuffling, crops.")
-flags.DEFINE_bool("cache", _DEFAULTS.cache, "Cache the encoded images in memory after epoch 1.")
 flags.DEFINE_integer(
     "worker_heartbeat_timeout", _DEFAULTS.worker_heartbeat_timeout, "Several workers: seconds "
     "without a heartbeat after which a worker counts as lost and every worker stops with an "
     "error, instead of waiting for it forever."
 )  # fmt: skip
+
+
+# --- issue 10: to be generated from config.option ---
+def _define_from_option(name: str, define) -> None:
+    meta = TrainConfig.__dataclass_fields__[name]
+    define(name, meta.default, meta.metadata["help"])
+
+
+class _CacheParser(flags.EnumParser):
+    """--cache=none|encoded|decoded; the old boolean spellings --cache and --nocache (the
+    flag is marked boolean for them) still mean encoded and none."""
+
+    def parse(self, argument):
+        legacy = {"true": "encoded", "false": "none"}
+        return super().parse(legacy.get(str(argument).lower(), argument))
+
+
+flags.DEFINE_flag(
+    flags.Flag(
+        _CacheParser(list(input_pipeline.CACHE_MODES)),
+        flags.ArgumentSerializer(),
+        "cache",
+        _DEFAULTS.cache,
+        TrainConfig.__dataclass_fields__["cache"].metadata["help"],
+        boolean=True,
+    )
+)
+_define_from_option("weight_decay", flags.DEFINE_float)
+_define_from_option("jit_compile", flags.DEFINE_string)
+_define_from_option("steps_per_execution", flags.DEFINE_integer)
+_define_from_option("startup_timeout", flags.DEFINE_integer)
+# --- end issue 10 ---
 
 FLAGS = flags.FLAGS
 
