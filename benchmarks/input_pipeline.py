@@ -6,9 +6,13 @@ Without --data_dir it builds `oregon_wildlife/resized_256` from a SYNTHETIC arch
 400x300 JPEGs (so 341x256 after resizing, like the real build). In one run, in alternating
 rounds (so both arms see the same machine load), it measures images/s and CPU-ms per image:
 - training: `input_pipeline.create_train_split` against a bare tf.data pipeline doing the
-  same work on the same records (decode the random crop, flip, resize to 224 without
-  antialiasing, scale, batch), with no sharding, no seeded order and no determinism;
-- evaluation: `create_split` against a bare centre-crop decode + resize + scale + batch;
+  same work on the same records (decode the random crop, flip, resize to 224 with
+  antialiasing when the crop shrinks, scale, batch), with no sharding, no seeded per-epoch
+  order and no determinism; and a bare pipeline that never antialiases (the least work);
+- evaluation (of the training split, for size): `create_split` against a bare centre-crop
+  decode + resize + scale + batch;
+Every arm runs --epochs passes and is timed after its first --warmup_batches batches
+(tracing, thread start-up).
 - training with --cache=none / encoded / decoded, in epochs after the first (the caches are
   filled by then): CPU-ms per image, and the images/s that 8 and 16 vCPUs could feed
   (1000 / CPU-ms x vCPUs: an ESTIMATE that assumes the pipeline scales with cores and the
@@ -32,7 +36,8 @@ from absl import flags
 from trainer import input_pipeline
 
 flags.DEFINE_string("data_dir", None, "A data_dir with oregon_wildlife/resized_256 built.")
-flags.DEFINE_integer("images_per_class", 12, "Synthetic archive size when no --data_dir.")
+flags.DEFINE_integer("images_per_class", 30, "Synthetic archive size when no --data_dir.")
+flags.DEFINE_integer("warmup_batches", 3, "Untimed batches at the start of every arm.")
 flags.DEFINE_integer("image_size", 224, "Output height and width.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_integer("epochs", 3, "Epochs per training measurement (the first is warm-up).")
@@ -45,7 +50,7 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-def measure(make_dataset, warmup_batches: int = 0) -> tuple[float, float]:
+def measure(make_dataset, warmup_batches: int) -> tuple[float, float]:
     """(images/s, CPU-ms per image) of iterating `make_dataset()` after `warmup_batches`."""
     iterator = iter(make_dataset())
     for _ in range(warmup_batches):
@@ -62,8 +67,9 @@ def _bare_records(builder, split: str) -> tf.data.Dataset:
     return ds.map(lambda example: (example["image"], example["label"]))
 
 
-def bare_train(builder, epochs: int, size: int, batch: int) -> tf.data.Dataset:
-    """Decode the random crop, flip, resize (bilinear, no antialias), scale, batch."""
+def bare_train(builder, epochs: int, size: int, batch: int, antialias: bool) -> tf.data.Dataset:
+    """Decode the random crop, flip, resize (antialiased when it shrinks, if `antialias`),
+    scale, batch."""
 
     def preprocess(image_bytes, label, seed):
         begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -77,7 +83,15 @@ def bare_train(builder, epochs: int, size: int, batch: int) -> tf.data.Dataset:
         window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
         image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
         image = tf.image.stateless_random_flip_left_right(image, seed=seed)
-        return tf.image.resize(image, [size, size]) / 255.0, label
+        if antialias:
+            image = tf.cond(
+                tf.reduce_any(crop[:2] > size),
+                lambda: tf.image.resize(image, [size, size], antialias=True),
+                lambda: tf.image.resize(image, [size, size]),
+            )
+        else:
+            image = tf.image.resize(image, [size, size])
+        return image / 255.0, label
 
     ds = _bare_records(builder, "train").repeat(epochs)
     seeds = tf.data.Dataset.random(seed=0).batch(2)
@@ -97,7 +111,7 @@ def bare_eval(builder, size: int, batch: int) -> tf.data.Dataset:
         image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
         return tf.image.resize(image, [size, size]) / 255.0, label
 
-    ds = _bare_records(builder, "validation").map(preprocess, tf.data.AUTOTUNE)
+    ds = _bare_records(builder, "train").map(preprocess, tf.data.AUTOTUNE)
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
@@ -112,14 +126,23 @@ def _ours_train(builder, epochs: int, size: int, batch: int, cache: str) -> tf.d
 def run(builder) -> list[tuple[str, float, float, str]]:
     size, batch, epochs = FLAGS.image_size, FLAGS.batch_size, FLAGS.epochs
     steps = builder.info.splits["train"].num_examples // batch
+    warm = FLAGS.warmup_batches
     arms = {
-        "train: bare tf.data": lambda: measure(lambda: bare_train(builder, 1, size, batch)),
-        "train: trainer": lambda: measure(lambda: _ours_train(builder, 1, size, batch, "none")),
-        "eval: bare tf.data": lambda: measure(lambda: bare_eval(builder, size, batch)),
+        "train: bare tf.data": lambda: measure(
+            lambda: bare_train(builder, epochs, size, batch, antialias=True), warm
+        ),
+        "train: bare tf.data, never antialiased": lambda: measure(
+            lambda: bare_train(builder, epochs, size, batch, antialias=False), warm
+        ),
+        "train: trainer": lambda: measure(
+            lambda: _ours_train(builder, epochs, size, batch, "none"), warm
+        ),
+        "eval: bare tf.data": lambda: measure(lambda: bare_eval(builder, size, batch), warm),
         "eval: trainer": lambda: measure(
             lambda: input_pipeline.create_split(
-                builder, "validation", batch_size=batch, image_size=size
-            )
+                builder, "train", batch_size=batch, image_size=size
+            ),
+            warm,
         ),
     }
     for cache in input_pipeline.CACHE_MODES:  # Epoch 1 fills the cache: measure the rest.

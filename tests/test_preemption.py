@@ -32,7 +32,6 @@ pytestmark = pytest.mark.slow
 
 STEPS = 30  # Per epoch; epochs 2-4 fine-tune, so the fine-tuning optimizer ends at 90.
 EXIT_PREEMPTED = 143
-_CHECKSUM = re.compile(r"final weights checksum: ([0-9a-f]{16})")
 _PREEMPTED = re.compile(
     r"^preempted: state saved at epoch (\d+) step (\d+) \(optimizer step (\d+)\); "
     r"restart with the same --job_dir to resume$"
@@ -50,9 +49,12 @@ def optimizer_step(checkpoint: str) -> int:
 @pytest.fixture(scope="module")
 def flags(learnable_data_dir, tiny_backbone):
     def make(job_dir):
+        # No dropout: its masks come from TF's stateful RNG, whose state no checkpoint holds,
+        # so after a restart they differ from an uninterrupted run's (README, "Preemption").
         return tiny_training_flags(
-            learnable_data_dir, tiny_backbone, str(job_dir), epochs=4, steps_per_epoch=STEPS
-        )
+            learnable_data_dir, tiny_backbone, str(job_dir), epochs=4, steps_per_epoch=STEPS,
+            dropout=0.0,
+        )  # fmt: skip
 
     return make
 
@@ -110,11 +112,6 @@ def test_sigterm_mid_epoch_saves_and_restart_resumes_like_an_uninterrupted_run(
     # steps trained before SIGTERM): it ends where the uninterrupted run ends, up to rounding.
     ours = json.loads((job_dir / "metrics.json").read_text())
     reference = json.loads((uninterrupted / "metrics.json").read_text())
-    print(
-        "checksums:",
-        _CHECKSUM.findall(resumed.output),
-        _CHECKSUM.findall(uninterrupted_log(uninterrupted)),
-    )
     for name in ("loss", "top1", "top5", "validation_loss", "validation_accuracy"):
         assert ours[name] == pytest.approx(reference[name], rel=1e-5, abs=1e-6), name
 
@@ -150,7 +147,3 @@ def test_sigterm_to_one_worker_makes_every_worker_save_at_the_same_step(tmp_path
         assert result.returncode == 0, result.output[-2000:]
         assert f"resuming: state restored at epoch 2 step {step} " in result.output
         assert "done: optimizer step 120" in result.lines
-
-
-def uninterrupted_log(job_dir):
-    return (job_dir.parent / "log.txt").read_text()
