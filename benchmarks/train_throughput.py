@@ -89,7 +89,7 @@ def run_trainer_arm(args, config, train_data, validation_data, scratch) -> _Epoc
     phase = _create_phase(args)
     dirs = train.RunDirs(os.path.join(scratch, "ckpt"), os.path.join(scratch, "logs"), None)
     timer = _EpochTimer(args.steps)
-    datasets = {"train": train_data, "validation": validation_data}
+    datasets = {"train": lambda phase, epoch, step: train_data, "validation": validation_data}
     strategy = tf.distribute.get_strategy()
     train.run_phase(model, phase, config, datasets, dirs, 20, strategy, [timer])
     return timer
@@ -133,10 +133,15 @@ def _prepare_data(args, mode: str, scratch: str):
         validation = _in_memory(images[: args.batch_size], labels[: args.batch_size], 32, False)
         return _in_memory(images, labels, args.batch_size, True), validation, images, labels
     builder = input_pipeline.load_builder(input_pipeline.DEFAULT_DATASET, args.data_dir)
-    common = dict(batch_size=args.batch_size, image_size=args.image_size, seed=0)
-    trainer_train = input_pipeline.create_split(builder, "train", is_training=True, **common)
-    validation = input_pipeline.create_split(builder, "validation", is_training=False, **common)
-    decoded = input_pipeline.create_split(builder, "train", is_training=False, **common)
+    common = dict(batch_size=args.batch_size, image_size=args.image_size)
+    # Whole passes over the (small) split, enough of them for every step the arm trains.
+    steps_per_pass = builder.info.splits["train"].num_examples // args.batch_size
+    passes = -(-args.steps * (args.epochs + 1) // steps_per_pass)
+    trainer_train = input_pipeline.create_train_split(
+        builder, "train", steps_per_epoch=steps_per_pass, epochs=range(passes), **common
+    )
+    validation = input_pipeline.create_split(builder, "validation", **common)
+    decoded = input_pipeline.create_split(builder, "train", **common)
     images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in decoded], strict=True)
     return trainer_train, validation, np.concatenate(images), np.concatenate(labels)
 

@@ -1,14 +1,23 @@
 """Strategy and precision choice (pure functions of the environment), and real multi-replica
 training on two logical CPU devices, in a subprocess: logical devices must be configured
-before TensorFlow initialises, which has already happened in the pytest process."""
+before TensorFlow initialises, which has already happened in the pytest process. And the
+start-up bound: a worker whose peer never starts fails within --startup_timeout."""
 
 import json
 import os
+import signal
 import textwrap
+import time
 
 import pytest
 
-from tests.fixtures.processes import run_python
+from tests.fixtures.processes import (
+    finish,
+    free_ports,
+    run_python,
+    running,
+    tiny_training_flags,
+)
 from trainer import distribute
 
 _VERTEX_CLUSTER_SPEC = {
@@ -179,7 +188,8 @@ _ONE_WORKER_MWMS = textwrap.dedent(
     """
     import json, os, sys
     import tensorflow as tf
-    from trainer import distribute
+    from tests.fixtures.processes import finish, free_ports, running, tiny_training_flags
+from trainer import distribute
     tf_config = distribute.resolve_tf_config(os.environ)
     strategy = distribute.create_strategy("multi_worker", tf_config)
     resolver = strategy.cluster_resolver
@@ -222,3 +232,30 @@ def unused_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         return sock.getsockname()[1]
+
+
+def _tf_config(addresses: list[str], index: int) -> str:
+    return json.dumps(
+        {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+    )
+
+
+@pytest.mark.slow
+def test_a_worker_whose_peer_never_starts_fails_within_the_startup_timeout(
+    learnable_data_dir, tiny_backbone, tmp_path
+):
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]  # Worker 1 never starts.
+    flags = tiny_training_flags(
+        learnable_data_dir, tiny_backbone, str(tmp_path / "job"), strategy="multi_worker",
+        startup_timeout=5,
+    )  # fmt: skip
+    with running(flags, tmp_path / "log.txt", {"TF_CONFIG": _tf_config(addresses, 0)}) as chief:
+        started = time.monotonic()
+        result = finish(chief, tmp_path / "log.txt", timeout=120)
+    print(f"the chief stopped after {time.monotonic() - started:.1f} s (imports included)")
+    assert result.returncode == -signal.SIGKILL, result.output[-3000:]
+    assert result.errors == [
+        f"error: not every worker joined within 5 s (cluster: {', '.join(addresses)}); "
+        "start all of them, or raise --startup_timeout"
+    ]
+    assert not (tmp_path / "job" / "config.json").exists()

@@ -1,5 +1,6 @@
-"""Input pipeline: preprocessing ops give the same results eagerly and inside tf.data.map,
-outputs are [0, 1] images of the right size, a seed makes a run repeatable, and a missing
+"""Input pipeline: preprocessing ops give the same results eagerly and inside tf.data.map;
+outputs are [0, 1] images of the right size; training batches are a pure function of (seed,
+epoch, pipeline), so a resumed run gets the same batches; caches change nothing; a missing
 dataset is a one-line error with the build command."""
 
 import io
@@ -65,25 +66,106 @@ def test_train_augmentation_depends_on_the_seed_only():
     assert not np.allclose(crops[0], crops[2])
 
 
-def _batches(builder, split, **kwargs):
-    return input_pipeline.create_split(builder, split, image_size=24, **kwargs)
+def test_the_decoded_cache_crops_and_flips_like_the_fused_decode():
+    image_bytes = tf.constant(_jpeg(80, 56, seed=1))
+    decoded = tf.io.decode_jpeg(image_bytes, channels=3)
+    for seed in ([1, 2], [3, 4], [9, 9]):
+        seed = tf.constant(seed, tf.int64)
+        fused = input_pipeline.preprocess_for_train(image_bytes, 32, seed).numpy()
+        cached = input_pipeline.preprocess_decoded_for_train(decoded, 32, seed).numpy()
+        # Same window and flip; libjpeg's cropped decode may differ by a level at block edges.
+        assert np.abs(fused - cached).mean() < 2 / 255
 
 
-def test_splits_batch_repeat_and_are_repeatable(learnable_data_dir):
-    builder = input_pipeline.load_builder(input_pipeline.DEFAULT_DATASET, learnable_data_dir)
+def test_resize_antialiases_only_when_shrinking_and_skips_the_identity():
+    rng = np.random.default_rng(0)
+    for shape in [(20, 30, 3), (40, 28, 3), (24, 24, 3)]:
+        crop = tf.constant(rng.integers(0, 256, shape, dtype=np.uint8))
+        ours = input_pipeline.resize_and_scale(crop, 24).numpy()
+        # The reference: always-antialiased resize, as before this change.
+        reference = tf.image.resize(crop, [24, 24], antialias=True).numpy() / 255
+        assert ours.shape == (24, 24, 3)
+        np.testing.assert_allclose(ours, np.clip(reference, 0, 1), atol=1e-4)
+    identity = tf.constant(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    np.testing.assert_allclose(
+        input_pipeline.resize_and_scale(identity, 24).numpy(), identity.numpy() / 255, rtol=1e-6
+    )
+
+
+def _train(builder, **kwargs):
+    fields = dict(batch_size=20, image_size=24, steps_per_epoch=5, epochs=range(2), seed=7)
+    return [
+        (images.numpy(), labels.numpy())
+        for images, labels in input_pipeline.create_train_split(
+            builder, "train", **{**fields, **kwargs}
+        )
+    ]
+
+
+@pytest.fixture(scope="module")
+def builder(learnable_data_dir):
+    return input_pipeline.load_builder(input_pipeline.DEFAULT_DATASET, learnable_data_dir)
+
+
+def test_training_batches_are_a_function_of_seed_epoch_and_pipeline(builder):
+    two_epochs = _train(builder)
+    assert len(two_epochs) == 10 and all(x.shape == (20, 24, 24, 3) for x, _ in two_epochs)
+    again = _train(builder)
+    for (x, y), (x2, y2) in zip(two_epochs, again, strict=True):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    # Epoch 1 alone is epoch 1 of the two-epoch run: nothing before it shifts it.
+    epoch_1 = _train(builder, epochs=range(1, 2))
+    np.testing.assert_array_equal(epoch_1[0][0], two_epochs[5][0])
+    # Epochs differ from each other, and so do seeds and pipelines.
+    assert not np.array_equal(two_epochs[0][1], two_epochs[5][1])
+    assert not np.array_equal(_train(builder, seed=8)[0][1], two_epochs[0][1])
+    assert not np.array_equal(
+        _train(builder, pipeline_id=1, num_pipelines=2)[0][1],
+        _train(builder, pipeline_id=0, num_pipelines=2)[0][1],
+    )
+
+
+def test_a_resumed_run_gets_the_batches_an_uninterrupted_run_gets(builder):
+    uninterrupted = _train(builder, epochs=range(3))
+    resumed = _train(builder, epochs=range(1, 3), start_step=3)  # Stopped after step 3 of epoch 2.
+    assert len(resumed) == len(uninterrupted) - 8
+    for (x, y), (x2, y2) in zip(resumed, uninterrupted[8:], strict=True):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+
+
+def test_caches_change_no_training_or_evaluation_batch(builder):
+    plain = _train(builder, epochs=range(3))
+    for x, x2 in zip(plain, _train(builder, epochs=range(3), cache="encoded"), strict=True):
+        np.testing.assert_array_equal(x[0], x2[0])
+    for x, x2 in zip(plain, _train(builder, epochs=range(3), cache="decoded"), strict=True):
+        np.testing.assert_array_equal(x[1], x2[1])
+        assert np.abs(x[0] - x2[0]).mean() < 2 / 255  # See the decoded-cache test above.
+
+    def evaluation(cache):
+        batches = input_pipeline.create_split(
+            builder, "test", batch_size=30, image_size=24, cache=cache
+        )
+        return np.concatenate([x.numpy() for _ in range(2) for x, _ in batches])  # 2 passes
+
+    none = evaluation("none")
+    np.testing.assert_array_equal(none, evaluation("encoded"))
+    np.testing.assert_array_equal(none, evaluation("decoded"))
+
+
+def test_too_few_examples_per_pipeline_and_bad_cache_are_errors(builder):
+    with pytest.raises(ValueError, match="pipeline 1 of 2 has 120"):
+        _train(builder, batch_size=25, pipeline_id=1, num_pipelines=2)
+    with pytest.raises(ValueError, match="cache='yes'"):
+        _train(builder, cache="yes")
+
+
+def test_evaluation_split_is_one_ordered_pass(builder):
     info = input_pipeline.describe(builder)
     assert info.split_sizes == {"train": 240, "validation": 80, "test": 80}
     assert len(info.class_names) == 20 and info.name == "oregon_wildlife/resized_256"
-
-    train = list(_batches(builder, "train", is_training=True, batch_size=50, seed=7).take(6))
-    assert all(images.shape == (50, 24, 24, 3) for images, _ in train)  # repeats, full batches
-    again = list(_batches(builder, "train", is_training=True, batch_size=50, seed=7).take(6))
-    other = list(_batches(builder, "train", is_training=True, batch_size=50, seed=8).take(6))
-    np.testing.assert_array_equal(train[5][0].numpy(), again[5][0].numpy())
-    np.testing.assert_array_equal(train[5][1].numpy(), again[5][1].numpy())
-    assert not np.array_equal(train[0][1].numpy(), other[0][1].numpy())
-
-    test = list(_batches(builder, "test", is_training=False, batch_size=30, cache=True))
+    test = list(input_pipeline.create_split(builder, "test", batch_size=30, image_size=24))
     assert [len(labels) for _, labels in test] == [30, 30, 20]  # one pass, partial last batch
     labels = np.concatenate([labels.numpy() for _, labels in test])
     assert np.bincount(labels, minlength=20).tolist() == [4] * 20

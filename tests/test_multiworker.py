@@ -1,6 +1,10 @@
 """Several workers for real: two `python -m trainer.task` processes on 127.0.0.1 train with
 MultiWorkerMirroredStrategy on CPU.
 
+First, over one epoch the two workers' input pipelines draw exactly the training split, each
+example once (identified by file name), up to the dropped remainder, and each decodes only
+the examples it delivers. A worker whose peer never starts fails within --startup_timeout.
+
 First they start from TF_CONFIG and one is killed mid-run: the other must fail with a clear
 error within the heartbeat timeout instead of hanging. Then both restart, described by
 Vertex AI's CLUSTER_SPEC as Vertex does on a restart: they resume from the last backup, finish
@@ -10,6 +14,7 @@ with identical weights, only the chief writes the artefacts, and no temporary fo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import signal
@@ -45,6 +50,52 @@ def vertex_cluster_spec(addresses: list[str], index: int) -> str:
     task.setdefault("index", index - 1)
     cluster = {"workerpool0": addresses[:1], "workerpool1": addresses[1:]}
     return json.dumps({"cluster": cluster, "task": task})
+
+
+def test_two_workers_draw_the_training_split_once_and_decode_only_their_share(
+    learnable_data_dir, tmp_path
+):
+    import tensorflow_datasets as tfds
+
+    batch_size = 7  # Per worker: 2 x 7 = 14 a step, 17 steps = 238 of the 240 examples.
+    ports = ",".join(map(str, free_ports(2)))
+    outputs = [tmp_path / f"worker{index}.json" for index in (0, 1)]
+    with contextlib.ExitStack() as stack:
+        workers = [
+            stack.enter_context(
+                running(
+                    [str(index), ports, learnable_data_dir, str(batch_size), str(out)],
+                    tmp_path / f"log{index}.txt",
+                    module="tests.fixtures.data_worker",
+                )
+            )
+            for index, out in enumerate(outputs)
+        ]
+        results = [finish(w, tmp_path / f"log{i}.txt", 120) for i, w in enumerate(workers)]
+    for result in results:
+        assert result.returncode == 0, result.output[-3000:]
+    drawn = [json.loads(out.read_text()) for out in outputs]
+
+    # The file names of the training split, by the SHA-1 of their JPEG bytes.
+    split = tfds.load(
+        "oregon_wildlife/resized_256",
+        split="train",
+        data_dir=learnable_data_dir,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    names = {
+        hashlib.sha1(example["image"]).hexdigest(): example["file_name"].decode()
+        for example in tfds.as_numpy(split)
+    }
+    assert len(names) == 240
+    files = [[names[digest] for digest in worker["decoded"]] for worker in drawn]
+    for worker, worker_files in zip(drawn, files, strict=True):
+        assert worker["steps"] == 17 and worker["batches"] == 17
+        # Decoded only what it delivered: 17 batches of 7, no example twice.
+        assert len(worker_files) == len(set(worker_files)) == 17 * batch_size
+    assert not set(files[0]) & set(files[1])
+    assert len(set(files[0]) | set(files[1])) == 240 - 2  # All but the dropped remainder.
+    assert all(name.startswith("train/") for name in files[0] + files[1])
 
 
 def test_two_workers_fail_fast_when_one_dies_then_resume_and_agree(

@@ -1,4 +1,4 @@
-"""Warm-up + cosine schedule and the linear batch-scaling rule."""
+"""Warm-up + cosine schedule and the batch-scaling rules (linear for SGD, sqrt for AdamW)."""
 
 import numpy as np
 import pytest
@@ -40,9 +40,14 @@ def test_bad_step_counts_raise(total, warmup):
         schedules.WarmupCosineDecay(0.1, total_steps=total, warmup_steps=warmup)
 
 
-def test_learning_rate_scales_linearly_with_global_batch():
-    assert schedules.scale_learning_rate(0.1, 256) == pytest.approx(0.1)
-    assert schedules.scale_learning_rate(0.1, 64) == pytest.approx(0.025)
-    assert schedules.scale_learning_rate(0.1, 1024) == pytest.approx(0.4)
+def test_learning_rate_scales_linearly_for_sgd_and_with_the_square_root_for_adamw():
+    assert schedules.scale_learning_rate(0.1, 256, "sgd") == pytest.approx(0.1)
+    assert schedules.scale_learning_rate(0.1, 64, "sgd") == pytest.approx(0.025)
+    assert schedules.scale_learning_rate(0.1, 1024, "sgd") == pytest.approx(0.4)
+    assert schedules.scale_learning_rate(0.1, 256, "adamw") == pytest.approx(0.1)
+    assert schedules.scale_learning_rate(0.1, 64, "adamw") == pytest.approx(0.05)
+    assert schedules.scale_learning_rate(0.1, 1024, "adamw") == pytest.approx(0.2)
     with pytest.raises(ValueError, match="global batch 0"):
         schedules.scale_learning_rate(0.1, 0)
+    with pytest.raises(ValueError, match="optimizer 'adam'"):
+        schedules.scale_learning_rate(0.1, 64, "adam")

@@ -34,12 +34,12 @@ def test_head_phase_keeps_the_backbone_and_fine_tuning_changes_it(
 ):
     config = _config(learnable_data_dir, tiny_backbone, learning_rate=0.5)
     builder = input_pipeline.load_builder(config.dataset, learnable_data_dir)
-    datasets = train.create_datasets(builder, config, global_batch=16)
+    strategy = tf.distribute.get_strategy()
+    datasets = train.create_datasets(builder, config, strategy)
     backbone, _ = backbones.create_backbone(tiny_backbone, TINY_IMAGE_SIZE)
     model = models.create_model(backbone, 20, TINY_IMAGE_SIZE)
     head, finetune = train.create_phases(config, num_train_examples=240, global_batch=16)
     dirs = train.RunDirs(str(tmp_path / "ckpt"), str(tmp_path / "logs"), None)
-    strategy = tf.distribute.get_strategy()
 
     variables = list(backbone.weights)  # Fixed order; `trainable` moves them between lists.
     is_moving = np.array(["moving_" in v.name for v in variables])
@@ -129,7 +129,8 @@ def test_nan_loss_stops_training_and_says_where():
 @pytest.mark.slow
 def test_the_trainer_learns_a_learnable_dataset(tiny_backbone, learnable_data_dir, tmp_path):
     # Fine-tunes the whole (untrained) tiny backbone with BatchNorm in training mode: random
-    # features alone are too weak for a linear head. 8 epochs x 7 steps of 32 images.
+    # features alone are too weak for a linear head. 8 epochs x 7 steps of 32 images, at a
+    # peak learning rate of 0.005 (0.014 per 256 images, square-root scaled for AdamW).
     config = _config(
         learnable_data_dir,
         tiny_backbone,
@@ -137,7 +138,7 @@ def test_the_trainer_learns_a_learnable_dataset(tiny_backbone, learnable_data_di
         epochs=8,
         frozen_epochs=0,
         steps_per_epoch=0,
-        learning_rate=0.04,
+        learning_rate=0.014,
         warmup_epochs=0.5,
         label_smoothing=0.0,
         dropout=0.0,
@@ -147,3 +148,57 @@ def test_the_trainer_learns_a_learnable_dataset(tiny_backbone, learnable_data_di
     metrics = train.train_and_evaluate(config, str(tmp_path / "job"))
     assert metrics["validation_accuracy"] >= 0.9
     assert metrics["top1"] >= 0.85
+
+
+def _fit_losses(jit_compile: bool, steps_per_execution: int) -> list[float]:
+    """Per-epoch losses of a small conv net (conv, BatchNorm, depthwise, dropout) trained with
+    AdamW, as compile_model sets it up."""
+    tf_keras.utils.set_random_seed(1)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((16, 16, 3)),
+            tf_keras.layers.Conv2D(8, 3, strides=2),
+            tf_keras.layers.BatchNormalization(),
+            tf_keras.layers.ReLU(),
+            tf_keras.layers.DepthwiseConv2D(3),
+            tf_keras.layers.GlobalAveragePooling2D(),
+            tf_keras.layers.Dense(5, activation="softmax"),
+        ]
+    )
+    phase = train.Phase("head", 0, 4, 0.01, 8)
+    optimizer = train.create_optimizer("adamw", phase, warmup_steps=2, weight_decay=None)
+    train.compile_model(model, optimizer, 5, 0.1, jit_compile, steps_per_execution)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(64, 16, 16, 3)).astype("float32")
+    labels = (images[:, :8].mean(axis=(1, 2, 3)) * 10).astype("int64") % 5
+    history = model.fit(images, labels, batch_size=8, epochs=4, shuffle=False, verbose=0)
+    return history.history["loss"]
+
+
+def test_xla_and_steps_per_execution_train_to_the_same_losses():
+    reference = _fit_losses(jit_compile=False, steps_per_execution=1)
+    assert reference[-1] < reference[0]  # It learns something: the comparison means something.
+    # XLA fuses and reorders float32 arithmetic: equal up to rounding, not bit for bit.
+    np.testing.assert_allclose(_fit_losses(True, 1), reference, rtol=1e-4)
+    np.testing.assert_allclose(_fit_losses(True, 4), reference, rtol=1e-4)
+
+
+def test_jit_compile_is_on_by_default_only_for_one_gpu_without_a_distribution_strategy():
+    assert train.choose_jit_compile("auto", "default", num_gpus=1)
+    assert not train.choose_jit_compile("auto", "default", num_gpus=0)
+    assert not train.choose_jit_compile("auto", "mirrored", num_gpus=4)
+    assert not train.choose_jit_compile("auto", "multi_worker", num_gpus=1)
+    assert train.choose_jit_compile("on", "mirrored", num_gpus=4)
+    assert not train.choose_jit_compile("off", "default", num_gpus=1)
+
+
+def test_adamw_weight_decay_acts_on_the_weights_through_the_learning_rate():
+    """tf_keras decays by weight_decay x learning rate per step (keras-team/tf-keras,
+    tf_keras/src/optimizers/optimizer.py `_apply_weight_decay`: variable * wd * lr): with a
+    zero gradient, one step of the default AdamW multiplies a kernel by (1 - 0.05 lr)."""
+    phase = train.Phase("head", 0, 1, 0.002, 10)
+    optimizer = train.create_optimizer("adamw", phase, warmup_steps=0, weight_decay=None)
+    kernel, bias = tf.Variable(tf.ones([4])), tf.Variable(tf.ones([1]), name="bias")
+    optimizer.apply_gradients([(tf.zeros([4]), kernel), (tf.zeros([1]), bias)])
+    assert float(kernel[0]) == pytest.approx(1 - 0.05 * 0.002, abs=1e-7)
+    assert float(bias[0]) == 1.0  # Biases (and BatchNorm) are not decayed.

@@ -63,6 +63,18 @@ class _IntegralParser(flags.IntegerParser):
             return int(value)
 
 
+class _EnumParser(flags.EnumParser):
+    """absl's enum parser; `aliases` maps the old boolean spellings of a flag that used to be
+    a bool (`--cache` is "true", `--nocache` "false") to values, so old flagfiles still work."""
+
+    def __init__(self, enum_values, aliases: Mapping[str, str]):
+        super().__init__(list(enum_values))
+        self.aliases = dict(aliases)
+
+    def parse(self, argument):
+        return super().parse(self.aliases.get(str(argument).lower(), argument))
+
+
 def define_flags(cls: type, flag_values: flags.FlagValues) -> None:
     """Defines one absl flag per `option` field of dataclass `cls`, typed by its annotation
     (str, int, float or bool, optionally `| None`)."""
@@ -82,8 +94,12 @@ def define_flags(cls: type, flag_values: flags.FlagValues) -> None:
         elif kind is bool:
             flags.DEFINE_bool(name, default, help_text, flag_values=flag_values, **kwargs)
         elif "enum_values" in kwargs:
-            enum_values = kwargs.pop("enum_values")
-            flags.DEFINE_enum(name, default, enum_values, help_text, flag_values, **kwargs)
+            parser = _EnumParser(kwargs.pop("enum_values"), kwargs.pop("boolean_aliases", {}))
+            flag = flags.Flag(
+                parser, flags.ArgumentSerializer(), name, default, help_text,
+                boolean=bool(parser.aliases), **kwargs,
+            )  # fmt: skip
+            flags.DEFINE_flag(flag, flag_values)
         else:
             flags.DEFINE_string(name, default, help_text, flag_values=flag_values, **kwargs)
 
@@ -161,12 +177,16 @@ class TrainConfig:
     )
     learning_rate: float = option(
         0.01,
-        "Peak learning rate PER 256 IMAGES; scaled linearly to the global batch (per-replica "
-        "batch x replicas).",
+        "Peak learning rate PER 256 IMAGES, scaled to the global batch B (per-replica batch x "
+        "replicas): x B/256 for sgd, x sqrt(B/256) for adamw (schedules.scale_learning_rate).",
     )
     warmup_epochs: float = option(1.0, "Linear warm-up of each phase.")
     optimizer: str = option("adamw", "adamw or sgd (Nesterov momentum 0.9).")
-    weight_decay: float = option(0.0, "Decoupled weight decay; 0 = off.")
+    weight_decay: float | None = option(
+        None,
+        "Decoupled weight decay, multiplied by the learning rate as tf_keras does; default: "
+        "0.05 for adamw, 4e-5 for sgd (see train.DEFAULT_WEIGHT_DECAY); 0 = off.",
+    )
     label_smoothing: float = option(0.1, "Label smoothing, in [0, 1).")
     fine_tune_layers: int = option(
         0,
@@ -196,7 +216,30 @@ class TrainConfig:
         "lists several workers, mirrored on several GPUs, else default.",
     )
     seed: int = option(0, "Seed for weights, file order, shuffling, crops.")
-    cache: bool = option(False, "Cache the encoded images in memory after epoch 1.")
+    cache: str = option(
+        "none",
+        "Keep training/evaluation images in memory after the first epoch: none, encoded "
+        "(the JPEG bytes) or decoded (uint8 pixels, ~200 KB per 256 px image: later epochs "
+        "only crop and resize). --cache and --nocache still mean encoded and none.",
+        enum_values=input_pipeline.CACHE_MODES,
+        boolean_aliases={"true": "encoded", "false": "none"},
+    )
+    jit_compile: str = option(
+        "auto",
+        "Compile the train step with XLA: on, off, or auto = on with one GPU and the "
+        "default strategy only (XLA with Mirrored/MultiWorker strategies has known bugs).",
+        enum_values=("auto", "on", "off"),
+    )
+    steps_per_execution: int = option(
+        1,
+        "Train steps per tf.function call: more cuts the per-step host overhead on fast "
+        "GPUs; callbacks then see every this many steps.",
+    )
+    startup_timeout: int = option(
+        distribute.DEFAULT_STARTUP_TIMEOUT,
+        "Several workers: seconds to wait at start-up for every worker to join before "
+        "failing with an error.",
+    )
     worker_heartbeat_timeout: int = option(
         distribute.DEFAULT_HEARTBEAT_TIMEOUT,
         "Several workers: seconds without a heartbeat after which a worker counts as lost and "
@@ -216,7 +259,14 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raises ValueError naming every bad value; returns self for chaining."""
         problems = []
-        for name in ("batch_size", "epochs", "image_size", "worker_heartbeat_timeout"):
+        for name in (
+            "batch_size",
+            "epochs",
+            "image_size",
+            "worker_heartbeat_timeout",
+            "steps_per_execution",
+            "startup_timeout",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("frozen_epochs", "steps_per_epoch", "fine_tune_layers", "min_gpus"):
@@ -231,12 +281,14 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be in [0, 1)")
         for name in ("weight_decay", "warmup_epochs", "early_stopping_patience"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:  # weight_decay None: the optimizer's default.
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         choices = {
             "precision": distribute.PRECISIONS,
             "strategy": distribute.STRATEGIES,
             "optimizer": OPTIMIZERS,
+            "cache": input_pipeline.CACHE_MODES,
+            "jit_compile": ("auto", "on", "off"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

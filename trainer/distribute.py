@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -41,6 +43,9 @@ _TRAINING_TASK_TYPES = ("chief", "worker")
 _TASK_TYPE_ALIASES = {"master": "chief"}
 # Seconds without a heartbeat after which a worker counts as lost (TF's own default is 10 s).
 DEFAULT_HEARTBEAT_TIMEOUT = 60
+# Seconds the workers wait at start-up for all of them to join (issue 10). TF's own default is
+# an hour; a worker that never starts should fail the job long before that.
+DEFAULT_STARTUP_TIMEOUT = 300
 # Tensor cores (and so a float16 speed-up) start at Volta, compute capability 7.0.
 _MIN_FLOAT16_CAPABILITY = (7, 0)
 
@@ -184,6 +189,7 @@ def create_strategy(
     name: str,
     tf_config: Mapping | None = None,
     heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT,
+    startup_timeout: int = DEFAULT_STARTUP_TIMEOUT,
 ) -> tf.distribute.Strategy:
     """Creates the tf.distribute strategy `name` (one of STRATEGIES except 'auto').
 
@@ -203,9 +209,10 @@ def create_strategy(
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation[implementation]
         )
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=_cluster_resolver(tf_config), communication_options=options
-        )
+        with startup_deadline(tf_config, startup_timeout):
+            return tf.distribute.MultiWorkerMirroredStrategy(
+                cluster_resolver=_cluster_resolver(tf_config), communication_options=options
+            )
     raise ValueError(f"Cannot create strategy {name!r}; resolve 'auto' with choose_strategy_name.")
 
 
@@ -226,6 +233,49 @@ def configure_coordination_service(tf_config: Mapping, heartbeat_timeout: int) -
         ],
         heartbeat_timeout_in_ms=heartbeat_timeout * 1000,
     )
+
+
+@contextlib.contextmanager
+def startup_deadline(tf_config: Mapping | None, timeout: int) -> Iterator[None]:
+    """Ends the process with one `error:` line when the block (the strategy's start-up, which
+    waits for every worker) lasts over `timeout` seconds; exit status 137 (SIGKILL).
+
+    MultiWorkerMirroredStrategy waits for the other workers in C++ with no limit we can set:
+    the coordination service's cluster_register_timeout_in_ms did not bound it (TF 2.21,
+    tried), the call holds the GIL (so no Python thread or signal handler runs meanwhile) and
+    TF catches SIGTERM itself. So a tiny watchdog process does it; closing its stdin (our
+    exit from the block, or our death) dismisses it. Nothing has been written yet.
+    """
+    if count_workers(tf_config) < 2:
+        yield
+        return
+    cluster = ", ".join(
+        address for job in ("chief", "worker") for address in tf_config["cluster"].get(job, [])
+    )
+    message = (
+        f"error: not every worker joined within {timeout} s (cluster: {cluster}); start all "
+        "of them, or raise --startup_timeout"
+    )
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        yield
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
+
+
+# Waits `timeout` s for its stdin to close; if it has not, says so and kills the parent.
+_WATCHDOG = """
+import os, select, signal, sys
+parent, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], timeout)[0]:
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    os.kill(parent, signal.SIGKILL)
+"""
 
 
 def weights_checksum(model: tf_keras.Model) -> str:

@@ -1,9 +1,12 @@
 """tf.data input pipeline: TFDS JPEG bytes → (float32 [0, 1] NHWC images, int labels) batches.
 
-Training: shuffled files and examples, fused random-resized-crop decode
-(`sample_distorted_bounding_box` + `decode_and_crop_jpeg`, which decodes only the crop), random
-horizontal flip. Evaluation: centre crop and resize. Every random op is stateless and seeded per
-example, so a run with the same `seed` sees the same images in the same order.
+Training (`create_train_split`): each input pipeline (worker) keeps its share of the records
+before decoding; epoch e is a seeded permutation of that share; a fused random-resized-crop
+decode (`sample_distorted_bounding_box` + `decode_and_crop_jpeg`, which decodes only the crop)
+and a random flip, seeded per example. So the batches are a pure function of (seed, epoch,
+worker, step), and a resumed run skips exactly the steps it trained. Evaluation
+(`create_split`): centre crop, in the stored order. Optional in-memory caches of the encoded
+or decoded images (`CACHE_MODES`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -20,7 +24,6 @@ DEFAULT_DATASET = "oregon_wildlife/resized_256"
 # Eval crops the centre image_size / (image_size + 32) of the shorter side (224/256 = 0.875),
 # the usual ImageNet evaluation crop.
 EVAL_CROP_PADDING = 32
-_SHUFFLE_BUFFER = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +91,29 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
       image_size: output height and width.
       seed: shape [2] integer tensor; the same seed gives the same crop and flip.
     """
+    crop_window, flip_seed = _random_crop_window(tf.image.extract_jpeg_shape(image_bytes), seed)
+    image = tf.image.decode_and_crop_jpeg(image_bytes, crop_window, channels=3)
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return resize_and_scale(image, image_size)
+
+
+def preprocess_decoded_for_train(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+    """`preprocess_for_train` of an already decoded uint8 [H, W, 3] image (the decoded cache):
+    the same crop window and flip for the same seed."""
+    crop_window, flip_seed = _random_crop_window(tf.shape(image), seed)
+    top, left, height, width = tf.unstack(crop_window)
+    image = tf.image.stateless_random_flip_left_right(
+        image[top : top + height, left : left + width], seed=flip_seed
+    )
+    return resize_and_scale(image, image_size)
+
+
+def _random_crop_window(shape: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Inception-style random-resized crop [top, left, height, width] of an image of `shape`
+    (8-100 % of the area, aspect 3/4-4/3), and the seed left for the flip."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.image.extract_jpeg_shape(image_bytes),
+        shape,
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
         seed=crop_seed,
         min_object_covered=0.1,
@@ -99,10 +122,7 @@ def preprocess_for_train(image_bytes: tf.Tensor, image_size: int, seed: tf.Tenso
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
-    crop_window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    image = tf.image.decode_and_crop_jpeg(image_bytes, crop_window, channels=3)
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-    return resize_and_scale(image, image_size)
+    return tf.stack([begin[0], begin[1], size[0], size[1]]), flip_seed
 
 
 def eval_crop_window(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -121,73 +141,200 @@ def eval_crop_window(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf
 
 def preprocess_for_eval(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Centre crop (decoding only the crop) and resize of one JPEG → [S, S, 3] in [0, 1]."""
-    shape = tf.image.extract_jpeg_shape(image_bytes)
-    crop_window = eval_crop_window(shape[0], shape[1], image_size)
-    image = tf.image.decode_and_crop_jpeg(image_bytes, crop_window, channels=3)
-    return resize_and_scale(image, image_size)
+    return resize_and_scale(_decode_eval_crop(image_bytes, image_size), image_size)
 
 
 def resize_and_scale(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """uint8 [H, W, 3] crop → float32 [S, S, 3] in [0, 1]: the last step of every pipeline."""
-    image = tf.image.resize(image, [image_size, image_size], antialias=True)
-    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    """uint8 [H, W, 3] crop → float32 [S, S, 3] in [0, 1]: the last step of every pipeline.
+
+    Antialiasing only matters when an axis shrinks: for an enlarged crop (most random crops of
+    a 256 px image) plain bilinear gives the same pixels (max difference 3e-5) at a fraction
+    of the cost, and a crop already S x S (the 224/256 evaluation crop) is not resized at all.
+    """
+    height_width = tf.shape(image)[:2]
+
+    def resize(antialias: bool) -> tf.Tensor:
+        return tf.image.resize(image, [image_size, image_size], antialias=antialias)
+
+    image = tf.cond(
+        tf.reduce_all(height_width == image_size),
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.cond(
+            tf.reduce_any(height_width > image_size), lambda: resize(True), lambda: resize(False)
+        ),
+    )
+    image = tf.ensure_shape(image, [image_size, image_size, 3])
+    return tf.clip_by_value(image * (1 / 255), 0.0, 1.0)
 
 
 def create_split(
     builder: tfds.core.DatasetBuilder,
     split: str,
     *,
-    is_training: bool,
     batch_size: int,
     image_size: int,
+    cache: str = "none",
+    is_training: bool = False,
     seed: int = 0,
-    cache: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of (images float32 [B, S, S, 3] in [0, 1], labels int64 [B]) from one split.
+    """Evaluation batches of (images float32 [B, S, S, 3] in [0, 1], labels int64 [B]): the
+    centre crop of every example of `split`, once, in the stored order, last batch partial.
 
-    Training batches repeat forever and drop the remainder (steps are counted by the caller);
-    evaluation batches cover the split once. Under a multi-worker strategy each worker keeps its
-    share of the examples (auto-shard policy DATA: works with any number of files).
+    Under a multi-worker strategy Keras shards it by DATA (auto-shard policy), which needs
+    this deterministic order. Training data comes from `create_train_split`.
 
     Args:
       builder: a prepared builder (see `load_builder`).
-      split: TFDS split spec, e.g. 'train' or 'validation[:50%]'.
-      is_training: augment, shuffle and repeat.
-      batch_size: GLOBAL batch size (per-replica batch x replicas).
+      split: TFDS split spec, e.g. 'validation' or 'validation[:50%]'.
+      batch_size: GLOBAL batch size.
       image_size: output height and width.
-      seed: fixes file order, example order and augmentation.
-      cache: keep the encoded JPEGs in memory after the first epoch.
+      cache: one of CACHE_MODES; 'decoded' keeps the centre crops (uint8) in memory.
+      is_training: must be False (kept for older callers; see `create_train_split`).
+      seed: unused (evaluation is not random).
     """
+    del seed
+    if is_training:
+        raise ValueError("create_split makes evaluation data; use create_train_split.")
+    _check_cache(cache)
+    ds = _read(builder, split).map(lambda image, label, name: (image, label))
+    if cache == "encoded":
+        ds = ds.cache()
+    ds = ds.map(lambda image, label: (_decode_eval_crop(image, image_size), label), _PARALLEL)
+    if cache == "decoded":
+        ds = ds.cache()
+    ds = ds.map(lambda image, label: (resize_and_scale(image, image_size), label), _PARALLEL)
+    ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(shard_by_data=True))
+
+
+def create_train_split(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int,
+    steps_per_epoch: int,
+    epochs: range,
+    start_step: int = 0,
+    seed: int = 0,
+    cache: str = "none",
+    pipeline_id: int = 0,
+    num_pipelines: int = 1,
+) -> tf.data.Dataset:
+    """Augmented training batches for `epochs`, exactly `steps_per_epoch` per epoch, from this
+    input pipeline's share of `split`: (images float32 [B, S, S, 3] in [0, 1], labels [B]).
+
+    Pipeline `pipeline_id` of `num_pipelines` (one per worker) keeps every num_pipelines-th
+    record BEFORE anything is decoded, so the pipelines split the examples between them and
+    each decodes only its own. Epoch e draws the share in a permutation seeded by (seed, e,
+    pipeline_id) and crops and flips its n-th example with a seed from (seed, e, pipeline_id,
+    n): the batches of epoch e are a pure function of those, whatever else iterates the data
+    (TensorBoard samples, evaluation, a restart). A resumed run passes the epoch and step it
+    stopped at, and the same batches follow as in an uninterrupted run: the steps already
+    trained are skipped before decoding.
+
+    Args:
+      builder: a prepared builder (see `load_builder`).
+      split: TFDS split spec, e.g. 'train'.
+      batch_size: batch size of THIS pipeline (per replica under distribute_datasets_from_
+        function, where a pipeline feeds its replicas in turn).
+      image_size: output height and width.
+      steps_per_epoch: batches of this pipeline per epoch (each epoch drops its remainder).
+      epochs: the epochs to produce, e.g. range(3, 10).
+      start_step: batches of the first epoch already trained (skipped).
+      seed: the run's seed.
+      cache: 'none' reads the records every epoch; 'encoded' keeps this pipeline's JPEGs in
+        memory; 'decoded' keeps them decoded (uint8 at the stored size: ~200 KB per 256 px
+        image), so that later epochs only crop, flip and resize.
+      pipeline_id: this pipeline's index (InputContext.input_pipeline_id).
+      num_pipelines: how many pipelines share the split (InputContext.num_input_pipelines).
+    """
+    _check_cache(cache)
+    shard_size = _shard_size(builder.info.splits[split].num_examples, pipeline_id, num_pipelines)
+    if steps_per_epoch * batch_size > shard_size:
+        raise ValueError(
+            f"{steps_per_epoch} steps of {batch_size} examples need {steps_per_epoch * batch_size} "
+            f"examples per input pipeline, but pipeline {pipeline_id} of {num_pipelines} has "
+            f"{shard_size} of split {split!r}."
+        )
+    if not 0 <= start_step < steps_per_epoch or not epochs:
+        raise ValueError(f"start_step={start_step} or epochs={epochs} out of range.")
+    records = _read(builder, split).map(lambda image, label, name: (image, label))
+    records = records.shard(num_pipelines, pipeline_id)  # Still encoded: nothing decoded yet.
+    if cache == "encoded":
+        records = records.cache()
+    elif cache == "decoded":
+        records = records.map(
+            lambda image, label: (tf.io.decode_jpeg(image, channels=3), label), _PARALLEL
+        ).cache()
+    preprocess = preprocess_decoded_for_train if cache == "decoded" else preprocess_for_train
+
+    def epoch_batches(epoch: int, skip: int) -> tf.data.Dataset:
+        epoch_seed = _epoch_seed(seed, epoch, pipeline_id)
+        # A buffer of the whole share makes the shuffle a full permutation, fixed by its seed.
+        ds = records.shuffle(shard_size, seed=epoch_seed, reshuffle_each_iteration=False)
+        ds = ds.take(steps_per_epoch * batch_size).enumerate().skip(skip * batch_size)
+        ds = ds.map(
+            lambda n, example: (
+                preprocess(
+                    example[0], image_size, tf.stack([tf.constant(epoch_seed, tf.int64), n])
+                ),
+                example[1],
+            ),
+            _PARALLEL,
+        )
+        return ds.batch(batch_size, drop_remainder=True)
+
+    ds = epoch_batches(epochs[0], start_step)
+    for epoch in epochs[1:]:
+        ds = ds.concatenate(epoch_batches(epoch, 0))
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(shard_by_data=False))
+
+
+CACHE_MODES = ("none", "encoded", "decoded")
+_PARALLEL = tf.data.AUTOTUNE
+
+
+def _check_cache(cache: str) -> None:
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache={cache!r} is not one of {CACHE_MODES}.")
+
+
+def _read(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
+    """(encoded image, label, file name) records of `split` in their stored order."""
     ds = builder.as_dataset(
         split=split,
-        shuffle_files=is_training,
+        shuffle_files=False,  # The stored order is what every worker's sharding relies on.
         decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+        read_config=tfds.ReadConfig(try_autocache=False),
     )
-    ds = ds.map(lambda example: (example["image"], example["label"]))
-    if cache:
-        ds = ds.cache()
-    if is_training:
-        ds = ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
-        example_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        ds = tf.data.Dataset.zip((ds, example_seeds)).map(
-            lambda pair, example_seed: (
-                preprocess_for_train(pair[0], image_size, example_seed),
-                pair[1],
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        ds = ds.map(
-            lambda image, label: (preprocess_for_eval(image, image_size), label),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    ds = ds.batch(batch_size, drop_remainder=is_training)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return ds.map(lambda example: (example["image"], example["label"], example["file_name"]))
 
 
-def _options() -> tf.data.Options:
+def _decode_eval_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    window = eval_crop_window(shape[0], shape[1], image_size)
+    return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+
+
+def _shard_size(num_examples: int, index: int, count: int) -> int:
+    """Records that `Dataset.shard(count, index)` keeps out of `num_examples`."""
+    return len(range(index, num_examples, count))
+
+
+def _epoch_seed(seed: int, epoch: int, pipeline_id: int) -> int:
+    """A 31-bit seed that depends on (seed, epoch, pipeline_id) only."""
+    return int(np.random.SeedSequence([seed, epoch, pipeline_id]).generate_state(1)[0] >> 1)
+
+
+def _options(shard_by_data: bool) -> tf.data.Options:
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Training data is sharded by create_train_split itself (per input pipeline); evaluation
+    # data by Keras, which needs the same deterministic order on every worker.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+        if shard_by_data
+        else tf.data.experimental.AutoShardPolicy.OFF
+    )
     options.deterministic = True
     return options

@@ -32,6 +32,7 @@ trainer/distribute.py), and a restart resumes from the last epoch's backup.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -79,6 +80,30 @@ def create_preemption_vote(strategy: tf.distribute.Strategy) -> Callable[[bool],
         return float(count_signalled(tf.constant(float(local_flag)))) > 0
 
     return vote
+
+
+def resume_point(backup_dir: str, initial_epoch: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(epoch, step) at which `fit` resumes from the backup in `backup_dir`, as Keras decides
+    it (tf_keras WorkerTrainingState.maybe_load_initial_counters_from_ckpt with an int
+    save_freq): the step after the saved one, or step 0 of the next epoch after an epoch's
+    last step. (initial_epoch, 0) without a backup.
+
+    The input pipeline needs it before `fit` starts: Keras shortens the resumed epoch but
+    would feed it from the start of the data; the pipeline skips the steps already trained.
+    """
+    checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if checkpoint is None:
+        return initial_epoch, 0
+    reader = tf.train.load_checkpoint(checkpoint)
+    saved = {}
+    for key in reader.get_variable_to_shape_map():
+        for name in ("ckpt_saved_epoch", "ckpt_saved_batch"):
+            if key.startswith(f"{name}/"):
+                saved[name] = int(reader.get_tensor(key))
+    epoch, batch = saved["ckpt_saved_epoch"], saved["ckpt_saved_batch"]
+    if batch < 0:
+        return (epoch + 1, 0) if epoch >= 0 else (initial_epoch, 0)
+    return (epoch + 1, 0) if batch == steps_per_epoch - 1 else (epoch, batch + 1)
 
 
 class BackupAndRestoreOnPreemption(tf_keras.callbacks.BackupAndRestore):

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: linear warm-up followed by cosine decay, and the batch scaling rule."""
+"""Learning-rate schedules: linear warm-up followed by cosine decay, and the batch scaling rules."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ import tf_keras
 # The base learning rate is quoted per 256 images (Goyal et al. 2017, "Accurate, Large
 # Minibatch SGD"), so a preset keeps its meaning from one GPU to many.
 _REFERENCE_BATCH = 256
+# How the learning rate follows the global batch B, per optimizer: SGD linearly, B/256
+# (Goyal et al. 2017); Adam(W) with the square root, sqrt(B/256), the rule derived for
+# adaptive methods by Malladi et al. 2022 ("On the SDEs and Scaling Rules for Adaptive
+# Gradient Algorithms", NeurIPS), as Krizhevsky 2014 ("One weird trick") argued from keeping
+# the gradient noise constant. Linear scaling over-drives Adam at large batches.
+_SCALING_EXPONENT = {"sgd": 1.0, "adamw": 0.5}
 
 
-def scale_learning_rate(base_lr: float, global_batch_size: int) -> float:
-    """Linear scaling rule: `base_lr` is for 256 images per step."""
-    if base_lr <= 0 or global_batch_size < 1:
+def scale_learning_rate(base_lr: float, global_batch_size: int, optimizer: str = "sgd") -> float:
+    """`base_lr` (for 256 images per step) scaled to `global_batch_size` by the optimizer's
+    rule: linear for 'sgd', square root for 'adamw'."""
+    if base_lr <= 0 or global_batch_size < 1 or optimizer not in _SCALING_EXPONENT:
         raise ValueError(
-            f"learning rate {base_lr} must be > 0 and global batch {global_batch_size} >= 1."
+            f"learning rate {base_lr} must be > 0, global batch {global_batch_size} >= 1 and "
+            f"optimizer {optimizer!r} one of {sorted(_SCALING_EXPONENT)}."
         )
-    return base_lr * global_batch_size / _REFERENCE_BATCH
+    return base_lr * (global_batch_size / _REFERENCE_BATCH) ** _SCALING_EXPONENT[optimizer]
 
 
 @tf_keras.saving.register_keras_serializable(package="trainer")

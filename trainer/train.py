@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 from absl import logging
@@ -64,7 +65,7 @@ def create_phases(config: TrainConfig, num_train_examples: int, global_batch: in
         )
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
-    peak_lr = schedules.scale_learning_rate(config.learning_rate, global_batch)
+    peak_lr = schedules.scale_learning_rate(config.learning_rate, global_batch, config.optimizer)
     phases = [
         Phase("head", 0, config.frozen_epochs, peak_lr, steps),
         Phase(
@@ -78,10 +79,25 @@ def create_phases(config: TrainConfig, num_train_examples: int, global_batch: in
     return [phase for phase in phases if phase.end_epoch > phase.initial_epoch]
 
 
+# tf_keras multiplies the decay by the learning rate (each step: w -= w * weight_decay * lr,
+# keras-team/tf-keras tf_keras/src/optimizers/optimizer.py, `_apply_weight_decay`), as
+# PyTorch's AdamW does, so values from PyTorch recipes carry over. AdamW: 0.05, the DeiT
+# (Touvron et al. 2021) and ConvNeXt (Liu et al. 2022) value; at the 1-GPU preset's peak
+# learning rate of 1e-3 it shrinks the weights by 5e-5 a step, a few % over the head phase (the
+# old 1e-5 did 1e-8 a step: nothing). SGD: 4e-5, MobileNet V2's own (Sandler et al. 2018);
+# coupled to the learning rate as L2 is in plain SGD.
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "sgd": 4e-5}
+
+
 def create_optimizer(
-    name: str, phase: Phase, warmup_steps: int, weight_decay: float
+    name: str, phase: Phase, warmup_steps: int, weight_decay: float | None
 ) -> tf_keras.optimizers.Optimizer:
-    """AdamW or SGD (Nesterov momentum) with warm-up + cosine decay over the phase."""
+    """AdamW or SGD (Nesterov momentum) with warm-up + cosine decay over the phase.
+
+    `weight_decay` None takes the optimizer's DEFAULT_WEIGHT_DECAY; 0 turns it off.
+    """
+    if weight_decay is None:
+        weight_decay = DEFAULT_WEIGHT_DECAY[name]
     schedule = schedules.WarmupCosineDecay(
         phase.peak_lr, phase.total_steps, min(warmup_steps, phase.total_steps)
     )
@@ -102,10 +118,15 @@ def compile_model(
     optimizer: tf_keras.optimizers.Optimizer,
     num_classes: int,
     label_smoothing: float,
+    jit_compile: bool = False,
+    steps_per_execution: int = 1,
 ) -> None:
     """Compiles with label-smoothed cross-entropy, top-1 and top-5 accuracy. Under a
-    mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer."""
+    mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer. `jit_compile`
+    compiles the train step with XLA; `steps_per_execution` runs that many steps per call."""
     model.compile(
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
         optimizer=optimizer,
         loss=models.SparseCategoricalCrossentropyWithSmoothing(num_classes, label_smoothing),
         metrics=[
@@ -155,11 +176,32 @@ def create_callbacks(
     return result
 
 
+def choose_jit_compile(requested: str, strategy_name: str, num_gpus: int) -> bool:
+    """XLA for the train step: 'on', 'off', or 'auto' = on for one GPU (default strategy) only.
+
+    Under MirroredStrategy and MultiWorkerMirroredStrategy, XLA with Keras is known to break:
+    with mixed_float16 the LossScaleOptimizer crashes in merge_call
+    (https://github.com/keras-team/keras/issues/21366, TF 2.19), multi-GPU jit_compile fails
+    or leaks (https://github.com/keras-team/tf-keras/issues/194,
+    https://github.com/tensorflow/tensorflow/issues/56423), and Keras 3 disabled XLA under
+    tf.distribute altogether "due to a suspected fundamental incompatibility"
+    (https://github.com/keras-team/keras/pull/18716). On CPU it mostly adds compile time.
+    """
+    if requested not in JIT_COMPILE_CHOICES:
+        raise ValueError(f"jit_compile={requested!r} is not one of {JIT_COMPILE_CHOICES}.")
+    if requested != "auto":
+        return requested == "on"
+    return strategy_name == "default" and num_gpus == 1
+
+
+JIT_COMPILE_CHOICES = ("auto", "on", "off")
+
+
 def run_phase(
     model: tf_keras.Model,
     phase: Phase,
     config: TrainConfig,
-    datasets: dict[str, tf.data.Dataset],
+    datasets: dict,
     dirs: RunDirs,
     num_classes: int,
     strategy: tf.distribute.Strategy,
@@ -179,7 +221,18 @@ def run_phase(
             models.unfreeze_backbone(model, config.fine_tune_layers)
         warmup_steps = round(config.warmup_epochs * phase.steps_per_epoch)
         optimizer = create_optimizer(config.optimizer, phase, warmup_steps, config.weight_decay)
-        compile_model(model, optimizer, num_classes, config.label_smoothing)
+        compile_model(
+            model,
+            optimizer,
+            num_classes,
+            config.label_smoothing,
+            jit_compile=choose_jit_compile(
+                config.jit_compile,
+                _strategy_name(strategy),
+                len(tf.config.list_logical_devices("GPU")),
+            ),
+            steps_per_execution=config.steps_per_execution,
+        )
     if tf.io.gfile.exists(done_marker):
         # Compiled first, so the checkpoint's optimizer state binds to this phase's optimizer
         # now; loaded into an uncompiled model it would be deferred and restored into the next
@@ -193,9 +246,12 @@ def run_phase(
         phase.name, phase.initial_epoch + 1, phase.end_epoch, phase.steps_per_epoch,
         phase.peak_lr, len(model.trainable_weights),
     )  # fmt: skip
+    # A restarted phase continues the interrupted epoch with the batches it had not trained.
+    backup_dir = os.path.join(checkpoint_dir, "backup", phase.name)
+    epoch, step = preemption.resume_point(backup_dir, phase.initial_epoch, phase.steps_per_epoch)
     stop_on_nan = callbacks.StopOnNaN()
     model.fit(
-        datasets["train"],
+        datasets["train"](phase, epoch, step),
         initial_epoch=phase.initial_epoch,
         epochs=phase.end_epoch,
         steps_per_epoch=phase.steps_per_epoch,
@@ -249,7 +305,7 @@ def train_and_evaluate(
         config.strategy, config.tf_config, len(tf.config.list_physical_devices("GPU"))
     )
     strategy = distribute.create_strategy(
-        strategy_name, config.tf_config, config.worker_heartbeat_timeout
+        strategy_name, config.tf_config, config.worker_heartbeat_timeout, config.startup_timeout
     )
     precision = distribute.choose_precision(config.precision, distribute.local_gpu_capabilities())
     chief = distribute.is_chief(config.tf_config)
@@ -270,7 +326,7 @@ def train_and_evaluate(
             history_path=os.path.join(job_dir, "history.json") if chief else None,
         )
         # --- Data. ---
-        datasets = create_datasets(builder, config, global_batch)
+        datasets = create_datasets(builder, config, strategy)
         # --- Model. ---
         with strategy.scope():
             backbone, backbone_info = backbones.create_backbone(config.backbone, config.image_size)
@@ -282,10 +338,10 @@ def train_and_evaluate(
                 train_batchnorm=config.fine_tune_batchnorm,
             )
         _warn_if_untrained(backbone_info)
-        if chief:
-            images, _ = next(iter(datasets["train"]))
+        if chief:  # From a pipeline of their own: the training batches stay as they are.
+            images = sample_training_images(builder, config)
             extra_callbacks = [
-                callbacks.InputImagesSummary(images.numpy(), dirs.log_dir),
+                callbacks.InputImagesSummary(images, dirs.log_dir),
                 hypertune.EpochMetricReporter("accuracy", "val_accuracy"),  # Every epoch.
                 *extra_callbacks,
             ]
@@ -307,22 +363,76 @@ def train_and_evaluate(
     return metrics
 
 
-def create_datasets(builder, config: TrainConfig, global_batch: int) -> dict[str, tf.data.Dataset]:
-    """Train (augmented, repeated), validation and test pipelines."""
-    common = dict(
-        batch_size=global_batch, image_size=config.image_size, seed=config.seed, cache=config.cache
-    )
+def create_datasets(builder, config: TrainConfig, strategy: tf.distribute.Strategy) -> dict:
+    """Validation and test pipelines, and "train": `make(phase, epoch, step)`, the phase's
+    training data from `step` of `epoch` on (see `create_train_data`)."""
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    common = dict(batch_size=global_batch, image_size=config.image_size, cache=config.cache)
     return {
-        "train": input_pipeline.create_split(
-            builder, config.train_split, is_training=True, **common
+        "train": lambda phase, epoch, step: create_train_data(
+            builder, config, strategy, phase, epoch, step
         ),
-        "validation": input_pipeline.create_split(
-            builder, config.validation_split, is_training=False, **common
-        ),
-        "test": input_pipeline.create_split(
-            builder, config.test_split, is_training=False, **common
-        ),
+        "validation": input_pipeline.create_split(builder, config.validation_split, **common),
+        "test": input_pipeline.create_split(builder, config.test_split, **common),
     }
+
+
+def create_train_data(
+    builder,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    phase: Phase,
+    epoch: int,
+    step: int,
+):
+    """The phase's training batches from `step` of `epoch` to the phase's end, distributed.
+
+    Each input pipeline (one per worker) reads and decodes only its share of the split:
+    `distribute_datasets_from_function` hands each its InputContext, and a pipeline feeding
+    several replicas (GPUs of one machine) serves them per-replica batches in turn.
+    """
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+        return input_pipeline.create_train_split(
+            builder,
+            config.train_split,
+            batch_size=context.get_per_replica_batch_size(global_batch),
+            image_size=config.image_size,
+            steps_per_epoch=phase.steps_per_epoch * replicas_per_pipeline,
+            epochs=range(epoch, phase.end_epoch),
+            start_step=step * replicas_per_pipeline,
+            seed=config.seed,
+            cache=config.cache,
+            pipeline_id=context.input_pipeline_id,
+            num_pipelines=context.num_input_pipelines,
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def sample_training_images(builder, config: TrainConfig, count: int = 8) -> np.ndarray:
+    """The first `count` augmented images of the first epoch, from a pipeline of their own."""
+    batch = input_pipeline.create_train_split(
+        builder,
+        config.train_split,
+        batch_size=count,
+        image_size=config.image_size,
+        steps_per_epoch=1,
+        epochs=range(1),
+        seed=config.seed,
+    )
+    images, _ = next(iter(batch))
+    return images.numpy()
+
+
+def _strategy_name(strategy: tf.distribute.Strategy) -> str:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    return "default"
 
 
 def evaluate_and_export(
