@@ -17,10 +17,11 @@ warns on creation that it "is deprecated and is scheduled for deletion in TF 2.2
 the LiteRT interpreter from the ai_edge_litert package" (tensorflow/lite/python/interpreter.py),
 and LiteRT is what Android and iOS apps run (https://ai.google.dev/edge/litert).
 
-Metadata: none is embedded. The library that writes TFLite metadata, tflite-support, was
-archived by Google and has no wheels for Python > 3.9
-(https://github.com/tensorflow/tflite-support: "This project is no longer maintained"); the
-generated README.md and labels.txt carry the same facts.
+Metadata: none is embedded. The library that writes TFLite metadata, tflite-support, has had
+no release since 0.4.4 (2023) and requires protobuf < 4: `pip install tflite-support==0.4.4`
+here would downgrade protobuf to 3.20.3 under TensorFlow 2.21 (and its wheels are missing on
+several platforms: tensorflow/tflite-support#1000). The generated README.md and labels.txt
+carry the same facts (input shape, type, range, labels).
 """
 
 from __future__ import annotations
