@@ -251,14 +251,16 @@ def decode_like_builder(data: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
     def png():
         return composite_on_white(tf.io.decode_png(data, channels=4))
 
-    def gif():  # The first frame, as the builder stores it.
-        return tf.io.decode_gif(data)[0]
+    def gif():  # The first frame, as the builder stores it; the others are never decoded.
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return tf.ensure_shape(image, [None, None, 3])
 
     def bmp():
         return _any_channels_to_rgb(tf.io.decode_bmp(data))
 
-    def webp():  # Its decoder only gives the file's own channel count.
-        return _any_channels_to_rgb(tf.io.decode_webp(data)[0])
+    def webp():  # Its decoder gives the file's own channel count; first frame only.
+        image = tf.io.decode_image(data, expand_animations=False)
+        return _any_channels_to_rgb(tf.ensure_shape(image, [None, None, None]))
 
     image = tf.switch_case(fmt, [jpeg, png, gif, bmp, webp])
     image.set_shape([None, None, 3])

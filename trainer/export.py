@@ -118,7 +118,11 @@ def export_and_measure(
     table = evaluate.format_exports_table(exports)
     if tf.io.gfile.exists(tflite_dir):
         tflite_export.write_readme(tflite_dir, config.image_size, class_names, table)
-    print(f"\nExports, measured on the test split ({config.test_split}):\n{table}", flush=True)
+    where = f"\n  LiteRT models for phones: {tflite_dir}" if "tflite" in formats else ""
+    print(
+        f"\nExports, measured on the test split ({config.test_split}):\n{table}{where}",
+        flush=True,
+    )
     return exports
 
 
