@@ -134,7 +134,10 @@ def _scan_jpeg_segments(padded: tf.Tensor, length: tf.Tensor):
         is_exif = (marker == 0xE1) & (tag == b"Exif\0\0") & (exif < 0) & ~stop
         is_mpf = (marker == 0xE2) & (tf.strings.substr(tag, 0, 4) == b"MPF\0") & ~stop
         standalone = (marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD7))
-        next_pos = tf.where(standalone, pos + 2, pos + 2 + seg_length)
+        # A fill byte (0xFF before a marker) advances by one; standalone markers have no length.
+        next_pos = tf.where(
+            marker == 0xFF, pos + 1, tf.where(standalone, pos + 2, pos + 2 + seg_length)
+        )
         return (
             next_pos,
             tf.where(is_exif, pos + 10, exif),
@@ -278,6 +281,9 @@ def stored_as_is(data: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
     return tf.cond(fmt == _JPEG, jpeg, lambda: tf.constant(False))
 
 
+# Every branch and loop here is an explicit TensorFlow op already; AutoGraph cannot parse the
+# lambda tables (it logs a warning per trace) and has nothing to add.
+@tf.autograph.experimental.do_not_convert
 def preprocess_image_bytes(
     data: tf.Tensor, image_size: int, max_pixels: int = MAX_PIXELS
 ) -> tf.Tensor:
