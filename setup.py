@@ -18,6 +18,10 @@ _CORE = [
     "pillow>=11",  # decodes every odd format in the archive (CMYK, palette, MPO, 16-bit).
     "matplotlib>=3.9",  # confusion matrix and prediction figures.
     "cloudml-hypertune==0.1.0.dev6",  # Vertex AI's own reporter for tuning trials.
+    # The LiteRT interpreter that measures the exported .tflite models (and runs them in
+    # trainer.predict): TF 2.21's tf.lite.Interpreter warns it "is deprecated and is
+    # scheduled for deletion" and points here. 2.3.0 installs beside TF 2.21 on Python 3.11.
+    "ai-edge-litert==2.3.0",
 ]
 _CLOUD = [
     "google-cloud-aiplatform>=1.60",  # builds and validates Vertex AI job specs.

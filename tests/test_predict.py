@@ -97,6 +97,53 @@ def test_real_photos_print_top_k_like_the_endpoint(real_run, model_dir):
     assert len({rows[0][0] for rows in table.values()}) > 1  # the photos are told apart
 
 
+@pytest.fixture(scope="module")
+def tflite_path(tmp_path_factory):
+    """The same tiny model as `model_dir`, as model_float32.tflite with labels.txt beside it."""
+    from trainer import tflite_export
+
+    folder = str(tmp_path_factory.mktemp("predict_tflite") / "tflite")
+    paths = tflite_export.write_models(
+        create_tiny_classifier(32), CLASS_NAMES, 32, folder, formats=("float32",)
+    )
+    return paths["float32"]
+
+
+def test_tflite_model_prints_what_the_saved_model_prints(real_run, tflite_path):
+    code, stdout, _ = run_predict("--model_dir", tflite_path, "--top_k", "3", *REAL)
+    assert code == 0
+    assert parse_table(stdout) == parse_table(real_run[1])
+
+
+def test_predict_agrees_with_evaluation_on_rotated_and_transparent_files(
+    model_dir, tflite_path, tmp_path
+):
+    """Files sent as they are: the model turns them upright and composites transparency like
+    the builder, so predict prints evaluation's result on the dataset's copy of each file."""
+    from tests import test_serving_parity as parity
+    from trainer import input_pipeline
+
+    variants = {**parity.rotated_variants(), **parity.transparent_variants()}
+    names = ["orientation_6_MM.jpg", "orientation_8_II.jpg", *parity.transparent_variants()]
+    for name in names:
+        (tmp_path / name).write_bytes(variants[name])
+    paths = [tmp_path / name for name in names]
+    model = create_tiny_classifier(32)
+    expected = {}
+    for path in paths:
+        stored = parity.stored_copy(path.read_bytes())
+        image = input_pipeline.preprocess_for_eval(tf.constant(stored), 32)
+        probabilities = model(image[None], training=False).numpy()[0]
+        top = probabilities.argsort(kind="stable")[::-1][:3]
+        expected[str(path)] = [
+            (CLASS_NAMES[i], round(100 * float(probabilities[i]), 2)) for i in top
+        ]
+    for model_path in (model_dir, tflite_path):
+        code, stdout, _ = run_predict("--model_dir", model_path, "--top_k", "3", *paths)
+        assert code == 0
+        assert parse_table(stdout) == expected, model_path
+
+
 def _header_only_png(width, height):
     """A PNG that claims width x height but holds one row: enough for the size check."""
 
@@ -110,7 +157,7 @@ def _header_only_png(width, height):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
 
 
-def test_bad_files_get_one_line_each_and_exit_1(model_dir, tmp_path):
+def test_bad_files_get_one_line_each_and_exit_2(model_dir, tmp_path):
     bad = {
         "notes.jpg": b"these are not pixels\n",
         "empty.png": b"",
@@ -121,16 +168,18 @@ def test_bad_files_get_one_line_each_and_exit_1(model_dir, tmp_path):
         (tmp_path / name).write_bytes(data)
     files = [tmp_path / name for name in bad] + [tmp_path / "missing.jpg", REAL[0]]
     code, stdout, ours = run_predict("--model_dir", model_dir, *files)
-    assert code == 1
+    assert code == 2  # bad input (README, "Exit codes"), after classifying the good file
     assert list(parse_table(stdout)) == [str(REAL[0])]  # the good file is still classified
     errors = [line for line in ours if line.startswith("error:")]
     expected = [
         f"error: {tmp_path}/notes.jpg: not an image: neither Pillow nor TensorFlow knows its "
         "format",
         f"error: {tmp_path}/empty.png: empty file: not an image",
-        f"error: {tmp_path}/huge.png: 20000x10000 PNG is 200 megapixels, over the 40 MP limit "
-        "for PNG files: downscale it first",
-        f"error: {tmp_path}/truncated.jpg: cannot decode the image (image file is truncated",
+        # The builder's own limit (tfds_oregon.images.MAX_PIXELS), checked on the header.
+        f"error: {tmp_path}/huge.png: PNG of 20000x10000 is more than 89478485 pixels: "
+        "downscale it first",
+        f"error: {tmp_path}/truncated.jpg: cannot decode the image (OSError: image file is "
+        "truncated",
         f"error: {tmp_path}/missing.jpg: no such file",
     ]
     assert len(errors) == len(expected)
@@ -146,7 +195,7 @@ def test_missing_model_dir_is_one_line(tmp_path):
     assert (code, stdout) == (2, "")
     assert ours == [
         f"error: --model_dir {tmp_path}/nope holds no saved_model.pb: pass the folder written by "
-        "the trainer's serving export (<job_dir>/export)"
+        "the trainer's serving export (<job_dir>/model) or a .tflite file"
     ]
 
 

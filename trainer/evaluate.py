@@ -191,3 +191,59 @@ def per_class_scores(confusion: np.ndarray, class_names: Sequence[str]) -> dict[
         }
         for i, name in enumerate(class_names)
     }
+
+
+def score_ranked(
+    ranked: np.ndarray, labels: np.ndarray, reference_top1: np.ndarray | None = None
+) -> dict:
+    """Top-1, top-K and agreement of one exported model's predictions on a labelled split.
+
+    Args:
+      ranked: int [N, K] class indices, most probable first (K >= 1).
+      labels: int [N] true classes.
+      reference_top1: int [N] another model's top-1 on the same examples, in the same order.
+
+    Returns:
+      {"top1", f"top{K}", "agreement"}: agreement is the fraction of examples whose top-1
+      equals `reference_top1` (None without a reference).
+    """
+    ranked, labels = np.asarray(ranked), np.asarray(labels).reshape(-1)
+    if len(ranked) != len(labels) or not len(labels):
+        raise ValueError(f"{len(ranked)} predictions for {len(labels)} labels")
+    top_k = ranked.shape[1]
+    agreement = None
+    if reference_top1 is not None:
+        agreement = float(np.mean(ranked[:, 0] == np.asarray(reference_top1)))
+    return {
+        "top1": float(np.mean(ranked[:, 0] == labels)),
+        f"top{top_k}": float(np.mean((ranked == labels[:, None]).any(axis=1))),
+        "agreement": agreement,
+    }
+
+
+def rank_classes(probabilities: np.ndarray, top_k: int) -> np.ndarray:
+    """int [N, top_k]: class indices by decreasing probability, ties by class index."""
+    return np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :top_k]
+
+
+def format_exports_table(exports: dict[str, dict]) -> str:
+    """The metrics.json `exports` table as Markdown: format, MB, top-1, top-5, agreement, ms."""
+
+    def number(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        "| format | MB | top-1 | top-5 | top-1 agreement with SavedModel | median ms (1 thread) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in exports.items():
+        cells = [
+            name,
+            number(row.get("size_mb"), 2),
+            number(row.get("top1"), 4),
+            number(row.get("top5"), 4),
+            number(row.get("agreement"), 4),
+            number(row.get("latency_ms"), 2),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

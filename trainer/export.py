@@ -1,178 +1,278 @@
-"""Exports a trained classifier as a SavedModel that Vertex AI Prediction serves as it is.
+"""Exports a trained classifier to every deployment format, and measures each on the test split.
 
-Signatures:
-  serving_default(image_bytes: string [None]) -> {classes: string [None, k],
-                                                  probabilities: float32 [None, k]}
-    Encoded JPEG, PNG, GIF (first frame), BMP or WebP images, as Vertex AI delivers them from
-    `{"instances": [{"image_bytes": {"b64": "..."}}]}` (it decodes the base64 itself).
-    Decoding and preprocessing run inside the graph and match evaluation: centre crop of
-    image_size / (image_size + 32) of the shorter side, antialiased resize to image_size,
-    scale to [0, 1] (evaluation decodes only the crop of a JPEG, which can move a few edge
-    pixels by one step). Undecodable bytes fail that request with InvalidArgumentError; the server
-    and the loaded model keep working.
-  predict_images(images: float32 [None, H, W, 3] in [0, 1]) -> same outputs
-    Images already framed as wanted; they are only resized to image_size if needed.
+    python -m trainer.export --job_dir=runs/first [--formats=saved_model,tflite]
 
-The class names are also an asset, `assets/labels.txt` (one per line, in label order).
+rebuilds the model of a finished job (its config.json and final weights) and writes the
+requested formats, as `train.train_and_evaluate` does at the end of a run (both call
+`export_and_measure`):
+  saved_model  the serving SavedModel (`trainer.serving`) in the job's model folder
+               (job_dir/model, or AIP_MODEL_DIR on Vertex AI);
+  tflite       LiteRT models float32, float16 and int8, labels.txt and README.md in
+               job_dir/tflite (`trainer.tflite_export`).
+Each format's size, test top-1/top-5, top-1 agreement with the SavedModel and single-thread
+latency go into job_dir/metrics.json under `exports`, and are printed as a table.
+
+Bad input (no finished job in --job_dir, an unknown format) is one `error:` line, exit 2. A
+failed conversion leaves the previous folders as they were: each is written atomically.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
+from trainer import cli  # isort: skip - first: it quiets TensorFlow before TensorFlow loads.
+
+import dataclasses
+import json
 import posixpath
-import tempfile
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
+from absl import flags
 
-from trainer import input_pipeline, outputs
+from trainer import (
+    backbones,
+    distribute,
+    evaluate,
+    input_pipeline,
+    models,
+    outputs,
+    serving,
+    tflite_export,
+)
+from trainer.config import OutputDirs, TrainConfig, resolve_output_dirs
 
-LABELS_FILE = "labels.txt"
+# Kept importable from here: callers of the serving export predate this module's split.
+export_serving_model = serving.export_serving_model
+read_labels = serving.read_labels
+LABELS_FILE = serving.LABELS_FILE
+
+FORMATS = ("saved_model", "tflite")
+TFLITE_DIR = "tflite"
+REPRESENTATIVE_IMAGES = 300  # Training images calibrating int8 (TFLite's guide: ~100-500).
+_TOP_K = 5
+_BATCH = 32
 
 
-def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """One encoded image (any format tf.io.decode_image reads) -> float32 [S, S, 3] in [0, 1].
-
-    The same geometry as evaluation: the centre square of image_size / (image_size + 32) of the
-    shorter side, resized with antialiasing. Grayscale and RGBA become RGB; a GIF gives its
-    first frame.
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    shape = tf.shape(image)
-    top, left, height, width = tf.unstack(
-        input_pipeline.eval_crop_window(shape[0], shape[1], image_size)
-    )
-    image = image[top : top + height, left : left + width]
-    return input_pipeline.resize_and_scale(image, image_size)
-
-
-class ServingModule(tf.Module):
-    """The model plus preprocessing and top-k, as functions to export as signatures."""
-
-    def __init__(
-        self,
-        model: tf_keras.Model,
-        class_names: Sequence[str],
-        labels_path: str,
-        image_size: int,
-        top_k: int,
-    ):
-        super().__init__(name="serving")
-        self.model = model
-        self.labels_file = tf.saved_model.Asset(labels_path)
-        self._class_names = tf.constant(list(class_names))
-        self._image_size = image_size
-        self._top_k = top_k
-        self._input_dtype = tf.as_dtype(model.inputs[0].dtype) if model.inputs else tf.float32
-
-    def _top_k_outputs(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        # A mixed_float16 model may take float16 inputs and give float16 outputs; the
-        # signatures always take and return float32.
-        probabilities = self.model(tf.cast(images, self._input_dtype), training=False)
-        probabilities = tf.cast(probabilities, tf.float32)
-        top = tf.math.top_k(probabilities, k=self._top_k)
-        return {
-            "classes": tf.gather(self._class_names, top.indices),
-            "probabilities": top.values,
-        }
-
-    def serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = tf.map_fn(
-            lambda data: decode_and_center_crop(data, self._image_size),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([self._image_size] * 2 + [3], tf.float32),
+def _check_formats(formats: Sequence[str]) -> None:
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown export format(s) {', '.join(unknown) or '(none given)'}: choose from "
+            f"{', '.join(FORMATS)}"
         )
-        return self._top_k_outputs(images)
-
-    def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        size = [self._image_size, self._image_size]
-        images = tf.cond(
-            tf.reduce_all(tf.shape(images)[1:3] == size),
-            lambda: images,
-            lambda: tf.image.resize(images, size, antialias=True),
-        )
-        return self._top_k_outputs(images)
 
 
-def export_serving_model(
+def export_and_measure(
     model: tf_keras.Model,
+    config: TrainConfig,
     class_names: Sequence[str],
-    export_dir: str,
+    model_dir: str,
+    job_dir: str,
     *,
-    image_size: int = 224,
-    top_k: int = 5,
-) -> str:
-    """Writes the serving SavedModel (see the module docstring) to `export_dir`, atomically.
+    formats: Sequence[str] = FORMATS,
+    chief: bool = True,
+    representative_images: int = REPRESENTATIVE_IMAGES,
+) -> dict[str, dict]:
+    """Writes every format in `formats` and measures what exists; returns the `exports` table.
 
-    The model is written to a temporary sibling folder and renamed into place when complete,
-    replacing any previous export there.
+    Every worker of a multi-worker job calls it (the SavedModel export may use collective
+    ops); only the chief keeps files, converts to LiteRT and measures (others return {}).
 
     Args:
-      model: maps float [B, image_size, image_size, 3] images in [0, 1] to [B, C] softmax
-        probabilities; may have been built under a mixed_float16 policy.
-      class_names: the C class names, in label order.
-      export_dir: local or gs:// folder to write.
-      image_size: the model's input height and width.
-      top_k: how many classes each prediction returns.
+      model: the trained classifier (float [B, S, S, 3] in [0, 1] -> [B, C] probabilities).
+      config: the run's configuration (dataset, splits, image size).
+      class_names: the C class names in label order.
+      model_dir: folder of the serving SavedModel.
+      job_dir: the job's folder; LiteRT models go to job_dir/tflite.
+      formats: a subset of FORMATS.
+      chief: whether this worker keeps what it writes.
+      representative_images: how many training images calibrate the int8 model.
+    """
+    _check_formats(formats)
+    if "saved_model" in formats:
+        with distribute.chief_or_temporary_dir(model_dir, chief) as export_dir:
+            serving.export_serving_model(
+                model, class_names, export_dir, image_size=config.image_size, top_k=_TOP_K
+            )
+    if not chief:
+        return {}
+    builder = input_pipeline.load_builder(config.dataset, config.data_dir)
 
-    Returns:
-      `export_dir`.
+    def split(name: str) -> tf.data.Dataset:
+        return input_pipeline.create_split(
+            builder, name, is_training=False, batch_size=_BATCH, image_size=config.image_size
+        )
+
+    tflite_dir = posixpath.join(job_dir, TFLITE_DIR)
+    if "tflite" in formats:
+
+        def representative():  # Training images through the evaluation preprocessing.
+            for image in split(config.train_split).unbatch().take(representative_images):
+                yield image[0].numpy()
+
+        tflite_export.write_models(
+            model, class_names, config.image_size, tflite_dir, representative_images=representative
+        )
+    exports = measure_exports(model, model_dir, tflite_dir, class_names, split(config.test_split))
+    table = evaluate.format_exports_table(exports)
+    if tf.io.gfile.exists(tflite_dir):
+        tflite_export.write_readme(tflite_dir, config.image_size, class_names, table)
+    where = f"\n  LiteRT models for phones: {tflite_dir}" if "tflite" in formats else ""
+    print(
+        f"\nExports, measured on the test split ({config.test_split}):\n{table}{where}",
+        flush=True,
+    )
+    return exports
+
+
+def measure_exports(
+    model: tf_keras.Model,
+    model_dir: str,
+    tflite_dir: str,
+    class_names: Sequence[str],
+    test: tf.data.Dataset,
+) -> dict[str, dict]:
+    """{format: {path, size_mb, top1, top5, agreement, latency_ms}} for each export present.
+
+    The reference for agreement is the SavedModel's `predict_images` (the Keras model when no
+    SavedModel is there); LiteRT models run one image at a time on one thread.
+    """
+    labels = np.concatenate([batch_labels.numpy() for _, batch_labels in test])
+    exports = {}
+    saved_model = posixpath.join(model_dir, "saved_model.pb")
+    if tf.io.gfile.exists(saved_model):
+        signature = tf.saved_model.load(model_dir).signatures["predict_images"]
+        index = {name.encode(): i for i, name in enumerate(class_names)}
+        ranked = np.concatenate(
+            [
+                np.vectorize(index.__getitem__)(signature(images=images)["classes"].numpy())
+                for images, _ in test
+            ]
+        )
+        exports["saved_model"] = {
+            "path": model_dir,
+            "size_mb": tflite_export.file_mb(model_dir),
+            **evaluate.score_ranked(ranked, labels),
+            "agreement": None,  # It is the reference.
+            "latency_ms": None,  # TensorFlow's thread pools are fixed at start-up.
+        }
+    else:
+        probabilities = np.concatenate([model(images, training=False) for images, _ in test])
+        ranked = evaluate.rank_classes(probabilities, _TOP_K)
+    reference = ranked[:, 0]
+    for fmt in tflite_export.FORMATS:
+        path = posixpath.join(tflite_dir, tflite_export.model_file(fmt))
+        if not tf.io.gfile.exists(path):
+            continue
+        classifier = tflite_export.LiteRTClassifier(path, num_threads=1)
+        images_and_labels = ((images.numpy(), batch.numpy()) for images, batch in test)
+        probabilities, _, latency_ms = tflite_export.measure(classifier, images_and_labels)
+        scores = evaluate.score_ranked(
+            evaluate.rank_classes(probabilities, _TOP_K), labels, reference
+        )
+        exports[f"tflite_{fmt}"] = {
+            "path": path,
+            "size_mb": tflite_export.file_mb(path),
+            **scores,
+            "latency_ms": latency_ms,
+        }
+    return exports
+
+
+# --- Rebuilding a finished job. ---
+
+
+def load_finished_job(job_dir: str) -> tuple[TrainConfig, list[str], tf_keras.Model]:
+    """The configuration, class names and trained model of the finished job in `job_dir`.
 
     Raises:
-      ValueError: the model's input or output shape disagrees with `image_size` or
-        `class_names`, or `top_k` is not between 1 and the number of classes.
+      ValueError: no config.json (not a job folder), or no finished final weights.
     """
-    _check_arguments(model, class_names, image_size, top_k)
-    with tempfile.TemporaryDirectory(prefix="labels-") as local_dir:
-        labels_path = os.path.join(local_dir, LABELS_FILE)
-        with open(labels_path, "w", encoding="utf-8") as stream:
-            stream.write("".join(f"{name}\n" for name in class_names))
-        module = ServingModule(model, class_names, labels_path, image_size, top_k)
-        signatures = {
-            "serving_default": tf.function(module.serve_bytes).get_concrete_function(
-                tf.TensorSpec([None], tf.string, name="image_bytes")
-            ),
-            "predict_images": tf.function(module.serve_images).get_concrete_function(
-                tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-            ),
-        }
-        with outputs.atomic_output_dir(export_dir) as temporary_dir, _quiet_tensorflow_info():
-            tf.saved_model.save(module, temporary_dir, signatures=signatures)
-    return export_dir
-
-
-@contextlib.contextmanager
-def _quiet_tensorflow_info():
-    # Saving a hub.KerasLayer logs every one of its variables as an input name "with unsupported
-    # characters" (thousands of numbers on one INFO line): harmless, and it drowns the run's log.
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _check_arguments(model, class_names, image_size: int, top_k: int) -> None:
-    num_outputs = model.outputs[0].shape[-1] if model.outputs else None
-    if num_outputs is not None and num_outputs != len(class_names):
+    config_path = posixpath.join(job_dir, "config.json")
+    if not tf.io.gfile.exists(config_path):
+        raise ValueError(f"--job_dir {job_dir} holds no config.json: not a trainer job folder")
+    with tf.io.gfile.GFile(config_path) as stream:
+        saved = json.load(stream)["flags"]
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in fields - {"outputs", "tf_config"}}
+    output_dirs = saved.get("outputs")
+    config = TrainConfig(
+        **values,
+        outputs=OutputDirs(**output_dirs) if output_dirs else resolve_output_dirs(job_dir, {}),
+    )
+    # The last phase train.create_phases runs: fine-tuning, unless every epoch is frozen.
+    phase = "fine_tune" if config.epochs > config.frozen_epochs else "head"
+    checkpoint_dir = config.outputs.checkpoint_dir
+    if not tf.io.gfile.exists(posixpath.join(checkpoint_dir, f"phase-{phase}.done")):
         raise ValueError(
-            f"model gives {num_outputs} outputs but there are {len(class_names)} class names"
+            f"job {job_dir} has no finished weights (phase {phase!r} is not done in "
+            f"{checkpoint_dir}): finish it first by rerunning python -m trainer.task with the "
+            "same flags"
         )
-    input_size = tuple(model.inputs[0].shape[1:3]) if model.inputs else ()
-    if any(side is not None and side != image_size for side in input_size):
-        raise ValueError(f"model takes {input_size} images but image_size={image_size}")
-    if not 1 <= top_k <= len(class_names):
-        raise ValueError(f"top_k={top_k} must be between 1 and the {len(class_names)} classes")
+    builder = input_pipeline.load_builder(config.dataset, config.data_dir)
+    class_names = list(input_pipeline.describe(builder).class_names)
+    backbone, _ = backbones.create_backbone(config.backbone, config.image_size)
+    model = models.create_model(
+        backbone,
+        len(class_names),
+        config.image_size,
+        config.dropout,
+        train_batchnorm=config.fine_tune_batchnorm,
+    )
+    model.load_weights(posixpath.join(checkpoint_dir, f"phase-{phase}", "weights")).expect_partial()
+    return config, class_names, model
 
 
-def read_labels(export_dir: str) -> list[str]:
-    """The class names stored with an export, in label order."""
-    path = posixpath.join(export_dir, "assets", LABELS_FILE)
-    with tf.io.gfile.GFile(path) as stream:
-        return stream.read().splitlines()
+def update_metrics(job_dir: str, exports: dict[str, dict]) -> None:
+    """Sets `exports` in job_dir/metrics.json (created if the job has none)."""
+    path = posixpath.join(job_dir, "metrics.json")
+    metrics = {}
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as stream:
+            metrics = json.load(stream)
+    metrics["exports"] = exports
+    outputs.write_json_atomic(path, metrics)
+
+
+# --- Command line. ---
+
+
+def _define_flags() -> None:
+    # Defined only when this module runs as the command: train.py imports it as a library,
+    # next to task.py's own --job_dir.
+    flags.DEFINE_string("job_dir", None, "Folder of a finished training job.")
+    flags.DEFINE_list("formats", list(FORMATS), f"Formats to write: {', '.join(FORMATS)}.")
+    flags.DEFINE_integer(
+        "representative_images",
+        REPRESENTATIVE_IMAGES,
+        "Training images that calibrate the int8 model.",
+        lower_bound=1,
+    )
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}: pass --job_dir and --formats")
+    values = flags.FLAGS
+    if not values.job_dir:
+        raise ValueError("--job_dir is required (the folder of a finished training job)")
+    _check_formats(values.formats)
+    job_dir = values.job_dir
+    config, class_names, model = load_finished_job(job_dir)
+    exports = export_and_measure(
+        model,
+        config,
+        class_names,
+        config.outputs.model_dir,
+        job_dir,
+        formats=values.formats,
+        representative_images=values.representative_images,
+    )
+    update_metrics(job_dir, exports)
+    print(f"Wrote {', '.join(values.formats)}; metrics.json updated in {job_dir}.", flush=True)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)

@@ -1,26 +1,31 @@
-"""Classifies image files with an exported serving model and prints the top classes of each.
+"""Classifies image files with an exported model and prints the top classes of each.
 
-    python -m trainer.predict --model_dir DIR [--top_k 5] IMAGE [IMAGE ...]
+    python -m trainer.predict --model_dir MODEL [--top_k 5] IMAGE [IMAGE ...]
 
-DIR is the SavedModel that `trainer.export.export_serving_model` wrote (local or gs://), and
-each IMAGE a local or gs:// file. Images go through the model's `serving_default` signature,
-so the result is what a Vertex AI endpoint serving that model returns for the same bytes.
+MODEL is the serving SavedModel folder that the export wrote (<job_dir>/model, local or gs://),
+or one of its LiteRT models (<job_dir>/tflite/model_*.tflite, labels.txt beside it); each IMAGE
+is a local or gs:// file. The output is the same for both kinds of model.
 
-Pillow reads each file's header first. The file's own bytes are sent when TensorFlow can decode
-them (JPEG, PNG, GIF, BMP, WebP) and the image is at most 40 megapixels; otherwise Pillow
-decodes it, applies any EXIF rotation, and sends the result as a lossless PNG:
-  * JPEGs over 40 megapixels are decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft mode, down
-    to a shorter side of about 1024 px), so memory stays bounded at any size up to 1 gigapixel;
-  * other formats over 40 megapixels, and files over 200 MB, are refused: downscale them first;
-  * photos with an EXIF rotation are turned upright (a Vertex AI endpoint does not do this:
-    send it upright images).
+Each file's own bytes go to the model: a SavedModel's `serving_default` (so the result is what
+a Vertex AI endpoint serving it returns for the same bytes), or, for a .tflite model, the same
+in-graph preprocessing (`trainer.decoding`) followed by the LiteRT interpreter. Either way the
+photo is turned upright (EXIF), transparency is composited onto white and it is framed exactly
+as evaluation frames the dataset's stored copy of the file. Files the model cannot take are
+converted here by the dataset builder's own `tfds_oregon.images.convert` (Pillow), and the JPEG
+the builder would store is sent instead:
+  * formats TensorFlow does not decode (TIFF, ...) and variants it rejects (RLE BMP);
+  * JPEGs over the size limit (`tfds_oregon.images.MAX_PIXELS`), decoded at 1/2, 1/4 or 1/8
+    scale down to a shorter side of about 1024 px, so memory stays bounded at any size;
+other formats over that limit, and files over 200 MB, are refused: downscale them first.
 
-Exit status: 0 when every image was classified; 1 when some could not be (each gets a one-line
-`error:` on stderr while the others are still classified); 2 when the model cannot be loaded or
-no image is given.
+Exit status: 0 when every image was classified; 2 when some could not be (each gets one
+`error:` line on stderr while the others are still classified), when the model cannot be
+loaded or when no image is given; 1 for a bug (traceback).
 """
 
 from __future__ import annotations
+
+from trainer import cli  # isort: skip - first: it quiets TensorFlow before TensorFlow loads.
 
 import dataclasses
 import io
@@ -30,22 +35,27 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
-from absl import app, flags
-from PIL import Image, ImageOps, UnidentifiedImageError
+from absl import flags
+from PIL import Image, UnidentifiedImageError
+
+from tfds_oregon import images
+from trainer import decoding, tflite_export
 
 _MODEL_DIR = flags.DEFINE_string(
-    "model_dir", None, "Exported serving SavedModel folder (local or gs://).", required=True
+    "model_dir",
+    None,
+    "Exported serving SavedModel folder (local or gs://), or a .tflite model file.",
+    required=True,
 )
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes to print per image.", lower_bound=1)
 
-# Formats TensorFlow's decode_image reads; MPO is a JPEG with extra pictures appended.
-_TF_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"})
-_MAX_FULL_DECODE_PIXELS = 40_000_000  # 120 MB as uint8 RGB
-_MAX_JPEG_PIXELS = 1_000_000_000  # 1/8-scale draft: at most ~16 megapixels decoded
-_DRAFT_MIN_SIDE = 1024
+# Formats the model decodes itself (trainer.decoding); MPO is a JPEG with more pictures.
+_MODEL_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"})
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+_DRAFT_MIN_SIDE = 1024  # Shorter side a JPEG over the limit is decoded down to.
 _MAX_FILE_BYTES = 200_000_000
-_EXIF_ORIENTATION = 0x0112
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,21 +67,24 @@ class Classifier:
     class_names: list[str]
 
 
-def load_classifier(model_dir: str) -> Classifier:
-    """Loads the serving export in `model_dir` (local or gs://).
+def load_classifier(model: str) -> Classifier:
+    """Loads the serving SavedModel folder or the .tflite file `model` (local or gs://).
 
     Raises:
-      ValueError: `model_dir` holds no SavedModel with a `serving_default` signature.
+      ValueError: `model` is neither a SavedModel with a `serving_default` signature nor a
+        .tflite file with labels.txt beside it.
     """
-    if not tf.io.gfile.exists(posixpath.join(model_dir, "saved_model.pb")):
+    if model.endswith(".tflite"):
+        return _load_tflite(model)
+    if not tf.io.gfile.exists(posixpath.join(model, "saved_model.pb")):
         raise ValueError(
-            f"--model_dir {model_dir} holds no saved_model.pb: pass the folder written by "
-            "the trainer's serving export (<job_dir>/export)"
+            f"--model_dir {model} holds no saved_model.pb: pass the folder written by "
+            "the trainer's serving export (<job_dir>/model) or a .tflite file"
         )
-    loaded = tf.saved_model.load(model_dir)
+    loaded = tf.saved_model.load(model)
     serve = loaded.signatures.get("serving_default")
     if serve is None:
-        raise ValueError(f"--model_dir {model_dir} has no serving_default signature")
+        raise ValueError(f"--model_dir {model} has no serving_default signature")
     with tf.io.gfile.GFile(loaded.labels_file.asset_path.numpy().decode(), "r") as stream:
         class_names = stream.read().splitlines()
 
@@ -82,6 +95,34 @@ def load_classifier(model_dir: str) -> Classifier:
 
     top_k = serve.structured_outputs["classes"].shape[-1]
     return Classifier(classify, top_k, class_names)
+
+
+def _load_tflite(path: str) -> Classifier:
+    labels_path = posixpath.join(posixpath.dirname(path), tflite_export.LABELS_FILE)
+    for needed in (path, labels_path):
+        if not tf.io.gfile.exists(needed):
+            raise ValueError(f"--model_dir {path}: no such file {needed}")
+    with tf.io.gfile.GFile(labels_path) as stream:
+        class_names = stream.read().splitlines()
+    try:
+        interpreter = tflite_export.LiteRTClassifier(path)
+    except ValueError as error:
+        raise ValueError(f"--model_dir {path} is not a LiteRT model ({error})") from None
+    if interpreter.num_classes != len(class_names):
+        raise ValueError(
+            f"{path} gives {interpreter.num_classes} outputs but {labels_path} names "
+            f"{len(class_names)} classes"
+        )
+    preprocess = tf.function(
+        lambda data: decoding.preprocess_image_bytes(data, interpreter.image_size)
+    )
+
+    def classify(data: bytes) -> list[tuple[str, float]]:
+        probabilities = interpreter(preprocess(tf.constant(data)).numpy())
+        order = np.argsort(-probabilities, kind="stable")
+        return [(class_names[i], float(probabilities[i])) for i in order]
+
+    return Classifier(classify, len(class_names), class_names)
 
 
 def _read_file(path: str) -> bytes:
@@ -105,9 +146,9 @@ def _read_file(path: str) -> bytes:
 
 
 def _open_image(data: bytes) -> Image.Image:
+    """Reads only the header (Pillow opens lazily)."""
     try:
         with warnings.catch_warnings():
-            # Only the header is read here; the size limits below replace Pillow's bomb check.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -116,58 +157,32 @@ def _open_image(data: bytes) -> Image.Image:
         raise ValueError(f"unreadable image header ({error})") from None
 
 
-def _check_size(image: Image.Image) -> None:
-    width, height = image.size
-    pixels = width * height
-    limit = _MAX_JPEG_PIXELS if image.format in ("JPEG", "MPO") else _MAX_FULL_DECODE_PIXELS
-    if pixels > limit:
-        raise ValueError(
-            f"{width}x{height} {image.format} is {pixels / 1e6:.0f} megapixels, over the "
-            f"{limit / 1e6:.0f} MP limit for {image.format} files: downscale it first"
-        )
-
-
-def _decode_with_pillow(image: Image.Image) -> bytes:
-    """Decodes (at reduced scale when the image is too big), turns it upright, returns PNG."""
-    _check_size(image)
-    if image.width * image.height > _MAX_FULL_DECODE_PIXELS:
-        image.draft("RGB", (_DRAFT_MIN_SIDE, _DRAFT_MIN_SIDE))
+def _convert_like_builder(data: bytes, image: Image.Image) -> bytes:
+    """The JPEG the dataset builder would store for this file (reduced, if over the limit)."""
+    pixels = image.width * image.height
+    if image.format not in _JPEG_FORMATS:
+        try:
+            images._check_size(image)  # Before decoding: only JPEGs can be decoded reduced.
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"{image.format} of {error}: downscale it first") from None
+    short_side = _DRAFT_MIN_SIDE if pixels > decoding.MAX_PIXELS else None
     try:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
+        converted = images.convert(data, short_side)
+    except images.UnreadableImageError as error:
         raise ValueError(f"cannot decode the image ({error})") from None
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _orientation(image: Image.Image) -> int:
-    # Only JPEGs carry EXIF in the header; for other formats getexif() decodes the whole image.
-    if image.format not in ("JPEG", "MPO"):
-        return 1
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF, then skips it
-            return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except (OSError, SyntaxError, ValueError, TypeError):
-        return 1  # unreadable EXIF: decode as stored
+    return data if converted.jpeg is None else converted.jpeg
 
 
 def classify_file(classifier: Classifier, path: str) -> list[tuple[str, float]]:
     """The top classes of the image file at `path`; ValueError with one line if it is unusable."""
     data = _read_file(path)
     image = _open_image(data)
-    direct = (
-        image.format in _TF_FORMATS
-        and image.width * image.height <= _MAX_FULL_DECODE_PIXELS
-        and _orientation(image) == 1
-    )
-    if direct:
+    if image.format in _MODEL_FORMATS and image.width * image.height <= decoding.MAX_PIXELS:
         try:
             return classifier.classify(data)
         except tf.errors.InvalidArgumentError:
             pass  # a variant TensorFlow's decoders reject (e.g. RLE BMP): let Pillow try
-    return classifier.classify(_decode_with_pillow(image))
+    return classifier.classify(_convert_like_builder(data, image))
 
 
 def format_prediction(path: str, classes: list[tuple[str, float]], name_width: int) -> str:
@@ -187,7 +202,8 @@ def classify_files(classifier: Classifier, paths: Sequence[str], top_k: int) -> 
             classes = classify_file(classifier, path)[:top_k]
         except ValueError as error:
             failures += 1
-            print(f"error: {path}: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+            message = " ".join(str(error).split())
+            print(f"error: {path}: {message}", file=sys.stderr, flush=True)
             continue
         print(format_prediction(path, classes, name_width), flush=True)
     return failures
@@ -196,20 +212,15 @@ def classify_files(classifier: Classifier, paths: Sequence[str], top_k: int) -> 
 def main(argv: Sequence[str]) -> int:
     paths = argv[1:]
     if not paths:
-        raise app.UsageError("give at least one image file after the flags", exitcode=2)
-    try:
-        classifier = load_classifier(_MODEL_DIR.value)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ValueError("give at least one image file after the flags")
+    classifier = load_classifier(_MODEL_DIR.value)
     if _TOP_K.value > classifier.top_k:
-        print(
-            f"error: the model returns {classifier.top_k} classes per image: pass --top_k <= "
-            f"{classifier.top_k}",
-            file=sys.stderr,
+        raise ValueError(
+            f"the model returns {classifier.top_k} classes per image: pass --top_k <= "
+            f"{classifier.top_k}"
         )
-        return 2
-    Image.MAX_IMAGE_PIXELS = None  # _check_size applies this tool's own, format-aware limits
+    # Headers only are read with Pillow's guard off; the limits above apply instead.
+    Image.MAX_IMAGE_PIXELS = None
     start = time.perf_counter()
     failures = classify_files(classifier, paths, _TOP_K.value)
     seconds = time.perf_counter() - start
@@ -217,8 +228,8 @@ def main(argv: Sequence[str]) -> int:
         f"Classified {len(paths) - failures} of {len(paths)} images in {seconds:.1f} s.",
         file=sys.stderr,
     )
-    return 1 if failures else 0
+    return cli.EXIT_BAD_INPUT if failures else 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -452,12 +452,12 @@ def evaluate_and_export(
     """
     validation = model.evaluate(datasets["validation"], return_dict=True, verbose=0)
     result = evaluate.evaluate_model(model, datasets["test"], info.class_names, top_k=_TOP_K)
-    with distribute.chief_or_temporary_dir(model_dir, chief) as export_dir:
-        export.export_serving_model(
-            model, info.class_names, export_dir, image_size=config.image_size, top_k=_TOP_K
-        )
+    exports = export.export_and_measure(
+        model, config, info.class_names, model_dir, job_dir, chief=chief
+    )
     metrics = {
         **result.metrics,
+        "exports": exports,
         "validation_accuracy": float(validation["accuracy"]),
         "validation_loss": float(validation["loss"]),
         "dataset": info.name,
