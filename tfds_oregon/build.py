@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer import cli  # noqa: F401  # isort: skip - first: quiets TensorFlow before it loads.
+
 import tensorflow_datasets as tfds
 
 from infra import storage
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="rebuild if already built")
     args = parser.parse_args(argv)
+    # TFDS's tqdm bars print one line per update in a log; prepare.py reports its own progress.
+    tfds.disable_progress_bar()
     try:
         # gs:// typos and missing grants fail here in seconds; TF itself would hang on them.
         storage.check_paths(readable=[args.manual_dir], writable=[args.data_dir])

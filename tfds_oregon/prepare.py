@@ -22,11 +22,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from tensorflow_datasets.core.utils import tqdm_utils
-
 from tfds_oregon import archive, images
 from tfds_oregon.archive import Entry, Source
 from tfds_oregon.splits import Record
+from trainer import progress as progress_lib
 
 CACHE_BYTES = 1 << 30  # Converted JPEGs kept in memory between the two passes.
 
@@ -83,7 +82,7 @@ def scan(
         return byte_hash, converted
 
     cached = 0
-    progress = tqdm_utils.tqdm(total=len(entries), desc="Decoding images", unit=" images")
+    progress = progress_lib.Progress("Decoding images", total=len(entries), unit="images")
     for entry, (byte_hash, outcome) in ordered_map(convert, entries, workers):
         progress.update(1)
         if isinstance(outcome, str):

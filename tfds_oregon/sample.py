@@ -21,6 +21,8 @@ import os
 import sys
 import zipfile
 
+from trainer import cli  # noqa: F401  # isort: skip - first: quiets TensorFlow before it loads.
+
 import numpy as np
 from PIL import Image
 

@@ -15,6 +15,8 @@ import json
 import os
 import re
 
+from trainer import cli  # noqa: F401  # isort: skip - first: quiets TensorFlow before it loads.
+
 import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras

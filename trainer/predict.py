@@ -30,6 +30,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 
+from trainer import cli  # noqa: F401  # isort: skip - first: quiets TensorFlow before it loads.
+
 import tensorflow as tf
 from absl import app, flags
 from PIL import Image, ImageOps, UnidentifiedImageError
