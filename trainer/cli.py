@@ -3,13 +3,13 @@
 Every `python -m ...` entry point imports this module BEFORE TensorFlow (TensorFlow reads
 TF_CPP_MIN_LOG_LEVEL once, when its C++ library loads) and ends with `cli.run(main)`.
 
-Exit codes, the same for every command (README, "Exit codes"):
+Exit codes, the same for every command (README, "Console and exit codes"):
   0  done;
   1  a bug: Python's traceback (report it with the log);
   2  bad input or configuration: one line `error: ...` on stderr saying what to do;
   the trainer adds 3 (loss diverged), 75 (lost a worker) and 143 (preempted, state saved).
 
-The console stays quiet unless `-v`/`--verbosity` asks for more (README, "The console"):
+The console stays quiet unless `-v`/`--verbosity` asks for more (README, same section):
 TensorFlow's C++ INFO and WARNING lines (its start-up banner, graph_constructor warnings) and
 Python INFO logs are hidden; errors, and warnings a user must act on (printed by our own
 code), still show.
@@ -19,8 +19,9 @@ absl C++ logging, the lines logged while its libraries load (port.cc's oneDNN no
 cudart_stub.cc's "Could not find cuda drivers", each printed once per library, with absl's
 "All log messages before absl::InitializeLog() is called are written to STDERR") ignore
 TF_CPP_MIN_LOG_LEVEL: absl writes every message to stderr until `absl::InitializeLog()` is
-called, whatever the threshold (abseil/abseil-cpp#1957 and #1718 propose to change that;
-tensorflow/tensorflow#102212), and absl reads no environment variable for it. Python cannot
+called, whatever the threshold (abseil/abseil-cpp#1718 and #1957 propose to change that, and
+tensorflow/tensorflow#102212 to call it; none is in TensorFlow 2.21), and absl reads no
+environment variable for it. Python cannot
 call InitializeLog, so each entry point's stderr passes through a small child process that
 drops C++ INFO/WARNING lines and passes everything else (Python tracebacks, `error:` lines,
 C++ ERROR and FATAL lines) through unchanged. A child process, not a thread: a thread would
@@ -168,12 +169,16 @@ def filter_stderr() -> None:
         return
     sys.stderr.flush()
     original = os.dup(2)
-    child = subprocess.Popen(
-        [sys.executable, "-S", "-c", _FILTER_SOURCE, noise_pattern(_gpu_driver_present())],
-        stdin=subprocess.PIPE,
-        stdout=original,
-        stderr=original,
-    )
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-S", "-c", _FILTER_SOURCE, noise_pattern(_gpu_driver_present())],
+            stdin=subprocess.PIPE,
+            stdout=original,
+            stderr=original,
+        )
+    except OSError:  # no interpreter to start (a frozen app, a full process table): stay noisy
+        os.close(original)
+        return
     os.dup2(child.stdin.fileno(), 2)
     child.stdin.close()
     _stderr_filter = child
