@@ -14,6 +14,7 @@ from absl import logging
 
 from tfds_oregon import archive, prepare, splits, summary
 from tfds_oregon.classes import CLASS_NAMES
+from trainer import progress
 
 
 @dataclasses.dataclass
@@ -95,7 +96,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         paths = {entry.file_name: entry.path for entry in layout.entries}
         # TFDS cannot write an empty split (archives of fewer than 3 images per class).
         return {
-            name: self._generate_examples(source_path, records, paths, scanned)
+            name: self._generate_examples(source_path, records, paths, scanned, name)
             for name, records in plan.splits.items()
             if records
         }
@@ -106,13 +107,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         records: list[splits.Record],
         paths: dict[str, str],
         scanned: prepare.ScanResult,
+        split: str,
     ):
         """Yields (file name, example) for the kept `records` of one split."""
         with archive.Source(source_path) as source:
             stored = prepare.stored_images(
                 source, records, paths, scanned, self.builder_config.short_side
             )
-            for record, jpeg in stored:
+            desc = f"Writing the {split} split"
+            for record, jpeg in progress.track(stored, desc, total=len(records), unit="images"):
                 yield (
                     record.file_name,
                     {
