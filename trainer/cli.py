@@ -45,9 +45,8 @@ EXIT_BAD_INPUT = 2
 
 def _verbosity_requested(argv: Sequence[str]) -> bool:
     """Whether the command line asks for absl's -v/--verbosity (any value but the default)."""
-    return any(
-        arg in ("-v", "--verbosity") or arg.startswith(("-v=", "--verbosity=")) for arg in argv
-    )
+    names = ("-v", "--v", "--verbosity")  # absl accepts its short name with one dash or two
+    return any(arg in names or arg.startswith(tuple(f"{n}=" for n in names)) for arg in argv)
 
 
 def quiet_console(argv: Sequence[str] | None = None) -> None:
