@@ -20,7 +20,7 @@ $(STAMP): setup.py
 	touch $@
 
 demo: $(STAMP)
-	PY=$(PY) ARCHIVE=$(ARCHIVE) DEMO_DIR=$(DEMO_DIR) PER_CLASS=$(PER_CLASS) bash scripts/demo.sh
+	@PY=$(PY) ARCHIVE=$(ARCHIVE) DEMO_DIR=$(DEMO_DIR) PER_CLASS=$(PER_CLASS) bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

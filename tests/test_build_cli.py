@@ -149,7 +149,7 @@ def test_wrapper_prints_the_summary_table_and_progress(tmp_path, sample_archive)
     assert re.search(r"^total\s+120\s+0\s+0\s+0\s+0\s", out, re.MULTILINE), out
     assert "ignored entries (20): .DS_Store x20" in out
     assert re.search(r"^report: .*class_counts\.png, .*near_duplicates\.png$", out, re.M)
-    assert "converting images: 120/120" in result.stderr
+    assert "converting images: 120/120 images in " in out
     assert not [line for line in _own_stderr_lines(result.stderr) if " INFO " in line]
     assert _run([*argv, "--overwrite"]).returncode == 0
 

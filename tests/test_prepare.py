@@ -103,19 +103,6 @@ def test_exact_duplicates_are_same_bytes_or_same_pixels(tmp_path):
     assert exact == set(plan.dropped) - {"elk/d_quality_60.jpg"}
 
 
-def test_progress_prints_a_few_plain_lines():
-    stream = io.StringIO()
-    progress = prepare.Progress(1000, "converting images", interval_s=0.0, stream=stream)
-    for _ in range(3):
-        progress.update(100)
-    progress.close()
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("converting images: 100/1000 (")
-    assert "s left" in lines[0]
-    assert lines[-1].startswith("converting images: 300/1000")
-    assert "\r" not in stream.getvalue()
-
-
 def test_ordered_map_keeps_order_and_bounds_work_in_flight():
     pulled = 0
 

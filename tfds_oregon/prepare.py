@@ -20,15 +20,14 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TextIO, TypeVar
+from typing import TypeVar
 
 from tfds_oregon import archive, images
 from tfds_oregon.archive import Entry, Source
 from tfds_oregon.splits import Record
+from trainer import progress as progress_lib
 
 CACHE_BYTES = 1 << 30  # Converted JPEGs kept in memory between the two passes.
 # Marks a byte-identical copy's outcome: pass 2 converts it again if it is ever stored.
@@ -91,7 +90,7 @@ def scan(
         return byte_hash, converted
 
     cached = 0
-    progress = Progress(len(entries), "converting images")
+    progress = progress_lib.Progress("converting images", total=len(entries), unit="images")
     for entry, (byte_hash, outcome) in ordered_map(convert, entries, workers):
         progress.update()
         if isinstance(outcome, str):
@@ -141,37 +140,6 @@ def exact_duplicates(
         if name not in same_bytes and pixels[name] == pixels[kept]
     }
     return same_bytes | same_pixels
-
-
-class Progress:
-    """One line on stderr every `interval_s` (and at the end): done/total, rate, ETA.
-
-    Plain lines, not a redrawn bar: they read the same in a terminal and in a job's log.
-    """
-
-    def __init__(
-        self, total: int, what: str, interval_s: float = 10.0, stream: TextIO | None = None
-    ):
-        self.total, self.what, self.interval_s = total, what, interval_s
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self._start = self._last = time.monotonic()
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if time.monotonic() - self._last >= self.interval_s and self.done < self.total:
-            self._print()
-
-    def close(self) -> None:
-        self._print()
-
-    def _print(self) -> None:
-        self._last = time.monotonic()
-        elapsed = max(self._last - self._start, 1e-9)
-        rate = self.done / elapsed
-        eta = f", {(self.total - self.done) / rate:.0f} s left" if self.done < self.total else ""
-        line = f"{self.what}: {self.done}/{self.total} ({rate:.0f}/s, {elapsed:.0f} s{eta})"
-        print(line, file=self.stream, flush=True)
 
 
 def stored_images(

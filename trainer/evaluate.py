@@ -24,6 +24,8 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
+from trainer import progress
+
 _EPSILON = 1e-7  # tf_keras.backend.epsilon(): the clip sparse_categorical_crossentropy uses.
 
 
@@ -131,7 +133,10 @@ def evaluate_model(
         raise ValueError(f"top_k={top_k} must be between 1 and the {num_classes} classes")
     predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     totals, keeper = _Totals(num_classes, top_k), _SampleKeeper(num_samples)
-    for images, labels in dataset:
+    batches = int(dataset.cardinality())
+    for images, labels in progress.track(
+        dataset, "Evaluating", total=batches if batches > 0 else None, unit="batches"
+    ):
         probabilities = tf.cast(predict(images), tf.float32).numpy()
         labels = _check_batch(probabilities, labels.numpy().astype(np.int64), num_classes)
         totals.add(probabilities, labels)

@@ -238,14 +238,15 @@ def run_phase(
         # now; loaded into an uncompiled model it would be deferred and restored into the next
         # phase's fresh optimizer (its step count, hence its learning-rate schedule). Evaluation
         # after a finished job also needs a compiled model.
-        logging.info("Phase %s finished in an earlier run; loading its weights.", phase.name)
+        print(f"Phase {phase.name} finished in an earlier run; loading its weights.", flush=True)
         model.load_weights(weights_path).expect_partial()
         return
-    logging.info(
-        "Phase %s: epochs %d-%d, %d steps each, peak learning rate %g, %d trainable weights.",
-        phase.name, phase.initial_epoch + 1, phase.end_epoch, phase.steps_per_epoch,
-        phase.peak_lr, len(model.trainable_weights),
-    )  # fmt: skip
+    print(
+        f"Phase {phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}, "
+        f"{phase.steps_per_epoch} steps each, peak learning rate {phase.peak_lr:g}, "
+        f"{len(model.trainable_weights)} trainable weights.",
+        flush=True,
+    )
     # A restarted phase continues the interrupted epoch with the batches it had not trained.
     backup_dir = os.path.join(checkpoint_dir, "backup", phase.name)
     epoch, step = preemption.resume_point(backup_dir, phase.initial_epoch, phase.steps_per_epoch)

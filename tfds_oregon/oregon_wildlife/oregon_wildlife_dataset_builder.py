@@ -15,6 +15,7 @@ from PIL import Image
 
 from tfds_oregon import archive, images, prepare, report, splits, summary
 from tfds_oregon.classes import CLASS_NAMES
+from trainer import progress
 
 _THUMBNAIL = (160, 160)
 
@@ -124,7 +125,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 summary.METADATA_KEY,
             )
         return {
-            name: self._generate_examples(source_path, records, paths, scanned)
+            name: self._generate_examples(source_path, records, paths, scanned, name)
             for name, records in plan.splits.items()
         }
 
@@ -134,13 +135,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         records: list[splits.Record],
         paths: dict[str, str],
         scanned: prepare.ScanResult,
+        split: str,
     ):
         """Yields (file name, example) for the kept `records` of one split."""
         with archive.Source(source_path) as source:
             stored = prepare.stored_images(
                 source, records, paths, scanned, self.builder_config.short_side
             )
-            for record, jpeg in stored:
+            desc = f"Writing the {split} split"
+            for record, jpeg in progress.track(stored, desc, total=len(records), unit="images"):
                 yield (
                     record.file_name,
                     {
