@@ -70,7 +70,7 @@ def test_a_later_flag_overrides_the_flagfile():
     parsed = _flag_values(
         f"--flagfile={REPO_ROOT}/trainer/flagfiles/gpu_1.cfg", "--batch_size=16.0"
     )
-    assert parsed.batch_size == 16 and parsed.epochs == 10 and parsed.cache is True
+    assert parsed.batch_size == 16 and parsed.epochs == 10 and parsed.cache == "decoded"
 
 
 @pytest.mark.parametrize("value, parsed", [("64", 64), ("64.0", 64), ("6.4e1", 64), ("0x40", 64)])

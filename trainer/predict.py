@@ -15,8 +15,9 @@ converted here by the dataset builder's own `tfds_oregon.images.convert` (Pillow
 the builder would store is sent instead:
   * formats TensorFlow does not decode (TIFF, ...) and variants it rejects (RLE BMP);
   * JPEGs over the size limit (`tfds_oregon.images.MAX_PIXELS`), decoded at 1/2, 1/4 or 1/8
-    scale down to a shorter side of about 1024 px, so memory stays bounded at any size;
-other formats over that limit, and files over 200 MB, are refused: downscale them first.
+    scale down to a shorter side of about 1024 px, so memory stays bounded;
+files the builder refuses (`tfds_oregon.images.open_image`: other formats over that limit,
+JPEGs over twice it, extreme aspect ratios) and files over 200 MB are refused: downscale them.
 
 Exit status: 0 when every image was classified; 2 when some could not be (each gets one
 `error:` line on stderr while the others are still classified), when the model cannot be
@@ -28,17 +29,15 @@ from __future__ import annotations
 from trainer import cli  # isort: skip - first: it quiets TensorFlow before TensorFlow loads.
 
 import dataclasses
-import io
 import posixpath
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import flags
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from tfds_oregon import images
 from trainer import decoding, tflite_export
@@ -146,26 +145,16 @@ def _read_file(path: str) -> bytes:
 
 
 def _open_image(data: bytes) -> Image.Image:
-    """Reads only the header (Pillow opens lazily)."""
+    """Reads only the header, with the builder's own size checks (`images.open_image`)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ValueError("not an image: neither Pillow nor TensorFlow knows its format") from None
-    except (Image.DecompressionBombError, OSError, SyntaxError) as error:
-        raise ValueError(f"unreadable image header ({error})") from None
+        return images.open_image(data)
+    except images.UnreadableImageError as error:
+        raise ValueError(f"unusable image ({error}): convert or downscale it first") from None
 
 
 def _convert_like_builder(data: bytes, image: Image.Image) -> bytes:
     """The JPEG the dataset builder would store for this file (reduced, if over the limit)."""
-    pixels = image.width * image.height
-    if image.format not in _JPEG_FORMATS:
-        try:
-            images._check_size(image)  # Before decoding: only JPEGs can be decoded reduced.
-        except Image.DecompressionBombError as error:
-            raise ValueError(f"{image.format} of {error}: downscale it first") from None
-    short_side = _DRAFT_MIN_SIDE if pixels > decoding.MAX_PIXELS else None
+    short_side = _DRAFT_MIN_SIDE if image.width * image.height > decoding.MAX_PIXELS else None
     try:
         converted = images.convert(data, short_side)
     except images.UnreadableImageError as error:
