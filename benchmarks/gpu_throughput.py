@@ -35,7 +35,7 @@ from absl import flags
 
 from trainer import backbones, distribute, input_pipeline, models, train
 
-flags.DEFINE_bool("quick", False, "Tiny CPU setting (32 px, batch 8/16, few steps).")
+flags.DEFINE_bool("quick", False, "Tiny CPU setting (32 px, batch 8 only, few steps).")
 flags.DEFINE_integer("steps", 40, "Timed steps per row (after --warmup_steps).")
 flags.DEFINE_integer("warmup_steps", 16, "Untimed steps per row (tracing, XLA compile).")
 flags.DEFINE_integer("steps_per_execution", 8, "Steps per tf.function call.")
@@ -127,7 +127,7 @@ def _build_sample(scratch: str, per_class: int, source_size: tuple[int, int]):
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.quick:
-        size, batches, alpha = 32, (8, 16), 0.35
+        size, batches, alpha = 32, (8,), 0.35
         FLAGS.steps, FLAGS.warmup_steps, FLAGS.steps_per_execution = 4, 2, 2
         per_class, source = 3, (64, 48)
     else:
