@@ -188,8 +188,7 @@ _ONE_WORKER_MWMS = textwrap.dedent(
     """
     import json, os, sys
     import tensorflow as tf
-    from tests.fixtures.processes import finish, free_ports, running, tiny_training_flags
-from trainer import distribute
+    from trainer import distribute
     tf_config = distribute.resolve_tf_config(os.environ)
     strategy = distribute.create_strategy("multi_worker", tf_config)
     resolver = strategy.cluster_resolver

@@ -65,10 +65,14 @@ class StopOnNaN(tf_keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
+        self._last_step = -1
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # With steps_per_execution > 1 Keras reports only every n-th step: check whenever a
+        # multiple of check_every has been passed since the last report.
+        passed = batch // self._check_every != self._last_step // self._check_every
         self._last_step = batch
-        if batch % self._check_every == 0:
+        if passed:
             self._check(logs, batch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -196,7 +196,7 @@ def create_split(
     if is_training:
         raise ValueError("create_split makes evaluation data; use create_train_split.")
     _check_cache(cache)
-    ds = _read(builder, split).map(lambda image, label, name: (image, label))
+    ds = _read(builder, split)
     if cache == "encoded":
         ds = ds.cache()
     ds = ds.map(lambda image, label: (_decode_eval_crop(image, image_size), label), _PARALLEL)
@@ -259,7 +259,7 @@ def create_train_split(
         )
     if not 0 <= start_step < steps_per_epoch or not epochs:
         raise ValueError(f"start_step={start_step} or epochs={epochs} out of range.")
-    records = _read(builder, split).map(lambda image, label, name: (image, label))
+    records = _read(builder, split)
     records = records.shard(num_pipelines, pipeline_id)  # Still encoded: nothing decoded yet.
     if cache == "encoded":
         records = records.cache()
@@ -269,25 +269,30 @@ def create_train_split(
         ).cache()
     preprocess = preprocess_decoded_for_train if cache == "decoded" else preprocess_for_train
 
-    def epoch_batches(epoch: int, skip: int) -> tf.data.Dataset:
-        epoch_seed = _epoch_seed(seed, epoch, pipeline_id)
+    def epoch_examples(epoch: int, skip: int) -> tf.data.Dataset:
+        """(n, example): epoch `epoch`'s examples, n = epoch * 2**32 + position, undecoded."""
         # A buffer of the whole share makes the shuffle a full permutation, fixed by its seed.
-        ds = records.shuffle(shard_size, seed=epoch_seed, reshuffle_each_iteration=False)
-        ds = ds.take(steps_per_epoch * batch_size).enumerate().skip(skip * batch_size)
-        ds = ds.map(
-            lambda n, example: (
-                preprocess(
-                    example[0], image_size, tf.stack([tf.constant(epoch_seed, tf.int64), n])
-                ),
-                example[1],
-            ),
-            _PARALLEL,
+        ds = records.shuffle(
+            shard_size, seed=_epoch_seed(seed, epoch, pipeline_id), reshuffle_each_iteration=False
         )
-        return ds.batch(batch_size, drop_remainder=True)
+        ds = ds.take(steps_per_epoch * batch_size).enumerate(start=epoch << 32)
+        return ds.skip(skip * batch_size)
 
-    ds = epoch_batches(epochs[0], start_step)
+    ds = epoch_examples(epochs[0], start_step)
     for epoch in epochs[1:]:
-        ds = ds.concatenate(epoch_batches(epoch, 0))
+        ds = ds.concatenate(epoch_examples(epoch, 0))
+    # One parallel map over all the epochs, so that epoch boundaries do not drain it; the crop
+    # and flip of example n are seeded by (seed, pipeline_id, n).
+    base_seed = _epoch_seed(seed, -1, pipeline_id)
+    ds = ds.map(
+        lambda n, example: (
+            preprocess(example[0], image_size, tf.stack([tf.constant(base_seed, tf.int64), n])),
+            example[1],
+        ),
+        _PARALLEL,
+    )
+    # Every epoch holds whole batches, so batches never straddle two epochs.
+    ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(shard_by_data=False))
 
 
@@ -301,14 +306,14 @@ def _check_cache(cache: str) -> None:
 
 
 def _read(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
-    """(encoded image, label, file name) records of `split` in their stored order."""
+    """(encoded image, label) records of `split` in their stored order."""
     ds = builder.as_dataset(
         split=split,
         shuffle_files=False,  # The stored order is what every worker's sharding relies on.
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False),
     )
-    return ds.map(lambda example: (example["image"], example["label"], example["file_name"]))
+    return ds.map(lambda example: (example["image"], example["label"]))
 
 
 def _decode_eval_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -323,8 +328,8 @@ def _shard_size(num_examples: int, index: int, count: int) -> int:
 
 
 def _epoch_seed(seed: int, epoch: int, pipeline_id: int) -> int:
-    """A 31-bit seed that depends on (seed, epoch, pipeline_id) only."""
-    return int(np.random.SeedSequence([seed, epoch, pipeline_id]).generate_state(1)[0] >> 1)
+    """A 31-bit seed that depends on (seed, epoch, pipeline_id) only (epoch -1: augmentation)."""
+    return int(np.random.SeedSequence([seed, epoch + 1, pipeline_id]).generate_state(1)[0] >> 1)
 
 
 def _options(shard_by_data: bool) -> tf.data.Options:
