@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from trainer import backbones, distribute, input_pipeline
 
 OPTIMIZERS = ("adamw", "sgd")
+EXPORT_FORMATS = ("saved_model", "tflite")  # issue 11: what trainer.export can write.
 
 
 def option(default, help: str, **flag_kwargs) -> dataclasses.Field:  # noqa: A002 - absl's name.
@@ -69,6 +70,13 @@ class TrainConfig:
     seed: int = 0
     cache: bool = False
     worker_heartbeat_timeout: int = distribute.DEFAULT_HEARTBEAT_TIMEOUT  # Seconds.
+    # issue 11: what the end of the run exports (trainer.export.FORMATS); `python -m
+    # trainer.export` writes any of them later from the finished job.
+    export_formats: tuple[str, ...] = option(
+        EXPORT_FORMATS,
+        "Formats written at the end of the run: saved_model (serving), tflite (LiteRT "
+        "float32/float16/int8 for phones). `python -m trainer.export` adds others later.",
+    )
     outputs: OutputDirs | None = None
     tf_config: dict | None = None
 
@@ -99,6 +107,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if unknown := sorted(set(self.export_formats) - set(EXPORT_FORMATS)):
+            problems.append(f"export_formats {unknown} are not among {EXPORT_FORMATS}")
         if problems:
             raise ValueError("Invalid configuration: " + "; ".join(problems) + ".")
         return self

@@ -99,6 +99,12 @@ flags.DEFINE_integer(
     "error, instead of waiting for it forever."
 )  # fmt: skip
 
+# --- issue 11: to be generated from config.option ---
+flags.DEFINE_list(
+    "export_formats", list(_DEFAULTS.export_formats), "Formats written at the end of the run: "
+    "saved_model (serving), tflite (LiteRT float32/float16/int8 for phones)."
+)  # fmt: skip
+
 FLAGS = flags.FLAGS
 
 # Exit codes: what whoever restarts the job should do next (README, "Reliability").
