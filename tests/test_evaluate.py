@@ -109,3 +109,33 @@ def test_bad_inputs_raise_value_error(examples, names, top_k, message):
         ).batch(2)
     with pytest.raises(ValueError, match=message):
         evaluate.evaluate_model(ProbabilitiesInPixels(), dataset, names, top_k=top_k)
+
+
+def test_score_ranked_counts_top1_topk_and_agreement_by_hand():
+    ranked = np.array([[2, 0, 1], [1, 2, 0], [0, 1, 2], [2, 1, 0]])
+    labels = np.array([2, 2, 1, 0])
+    reference = np.array([2, 0, 0, 2])
+    scores = evaluate.score_ranked(ranked, labels, reference)
+    # top-1 right: example 0 only; in the top 3: all; same top-1 as the reference: 0, 2, 3.
+    assert scores == {"top1": 0.25, "top3": 1.0, "agreement": 0.75}
+    assert evaluate.score_ranked(ranked[:, :2], labels)["top2"] == 0.75
+    assert evaluate.score_ranked(ranked, labels)["agreement"] is None
+
+
+def test_rank_classes_breaks_ties_by_class_index_like_argmax():
+    probabilities = np.array([[0.2, 0.4, 0.4], [0.5, 0.1, 0.4]])
+    np.testing.assert_array_equal(evaluate.rank_classes(probabilities, 2), [[1, 2], [0, 2]])
+
+
+def test_exports_table_has_one_row_per_format_and_dashes_for_missing_numbers():
+    table = evaluate.format_exports_table(
+        {
+            "saved_model": {"size_mb": 9.5, "top1": 0.5, "top5": 0.75, "agreement": None},
+            "tflite_int8": {"size_mb": 0.6321, "top1": 0.5, "top5": 1.0, "agreement": 0.9,
+                            "latency_ms": 0.4912},
+        }
+    )  # fmt: skip
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| format | MB | top-1 | top-5 |")
+    assert lines[2] == "| saved_model | 9.50 | 0.5000 | 0.7500 | - | - |"
+    assert lines[3] == "| tflite_int8 | 0.63 | 0.5000 | 1.0000 | 0.9000 | 0.49 |"

@@ -21,6 +21,7 @@ from absl import flags
 from trainer import backbones, distribute, input_pipeline
 
 OPTIMIZERS = ("adamw", "sgd")
+EXPORT_FORMATS = ("saved_model", "tflite")  # issue 11: what trainer.export can write.
 # TrainConfig fields that are not flags: task.py derives them from job_dir and the environment.
 DERIVED_FIELDS = ("outputs", "tf_config")
 # The flags `define_flags` defines belong to its caller (e.g. trainer.task), so that
@@ -77,7 +78,7 @@ class _EnumParser(flags.EnumParser):
 
 def define_flags(cls: type, flag_values: flags.FlagValues) -> None:
     """Defines one absl flag per `option` field of dataclass `cls`, typed by its annotation
-    (str, int, float or bool, optionally `| None`)."""
+    (str, int, float or bool, optionally `| None`, or tuple[str, ...] as a list flag)."""
     hints = typing.get_type_hints(cls)
     for field in option_fields(cls):
         kind = _flag_type(cls, field.name, hints[field.name])
@@ -93,6 +94,8 @@ def define_flags(cls: type, flag_values: flags.FlagValues) -> None:
             flags.DEFINE_float(name, default, help_text, flag_values=flag_values, **kwargs)
         elif kind is bool:
             flags.DEFINE_bool(name, default, help_text, flag_values=flag_values, **kwargs)
+        elif kind is tuple:  # tuple[str, ...]: a comma-separated list flag.
+            flags.DEFINE_list(name, list(default), help_text, flag_values=flag_values, **kwargs)
         elif "enum_values" in kwargs:
             parser = _EnumParser(kwargs.pop("enum_values"), kwargs.pop("boolean_aliases", {}))
             flag = flags.Flag(
@@ -105,9 +108,13 @@ def define_flags(cls: type, flag_values: flags.FlagValues) -> None:
 
 
 def _flag_type(cls: type, name: str, annotation) -> type:
+    if annotation == tuple[str, ...]:
+        return tuple
     types = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
     if len(types) != 1 or types[0] not in (str, int, float, bool):
-        raise TypeError(f"{cls.__name__}.{name}: a flag must be str, int, float or bool")
+        raise TypeError(
+            f"{cls.__name__}.{name}: a flag must be str, int, float, bool or tuple[str, ...]"
+        )
     return types[0]
 
 
@@ -115,6 +122,8 @@ def config_from_flags(cls: type, flag_values: flags.FlagValues, **derived):
     """An instance of `cls` with every `option` field read from the parsed `flag_values`, and
     the other fields from `derived`."""
     values = {field.name: flag_values[field.name].value for field in option_fields(cls)}
+    # List flags give lists; the frozen config keeps tuples (hashable, as their defaults).
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**values, **derived)
 
 
@@ -252,6 +261,12 @@ class TrainConfig:
         "train on the CPU).",
         lower_bound=0,
     )
+    # --- What the end of the run exports (`python -m trainer.export` can add others later).
+    export_formats: tuple[str, ...] = option(
+        EXPORT_FORMATS,
+        "Formats written at the end of the run: saved_model (serving), tflite (LiteRT "
+        "float32/float16/int8 for phones).",
+    )
     # --- Not flags: task.py derives them from job_dir and the environment (DERIVED_FIELDS).
     outputs: OutputDirs | None = None
     tf_config: dict | None = None
@@ -293,6 +308,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if unknown := sorted(set(self.export_formats) - set(EXPORT_FORMATS)):
+            problems.append(f"export_formats {unknown} are not among {EXPORT_FORMATS}")
         if problems:
             raise ValueError("Invalid configuration: " + "; ".join(problems) + ".")
         return self

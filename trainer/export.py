@@ -40,14 +40,14 @@ from trainer import (
     serving,
     tflite_export,
 )
-from trainer.config import OutputDirs, TrainConfig, resolve_output_dirs
+from trainer.config import EXPORT_FORMATS, OutputDirs, TrainConfig, resolve_output_dirs
 
 # Kept importable from here: callers of the serving export predate this module's split.
 export_serving_model = serving.export_serving_model
 read_labels = serving.read_labels
 LABELS_FILE = serving.LABELS_FILE
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = EXPORT_FORMATS
 TFLITE_DIR = "tflite"
 REPRESENTATIVE_IMAGES = 300  # Training images calibrating int8 (TFLite's guide: ~100-500).
 _TOP_K = 5
@@ -196,6 +196,8 @@ def load_finished_job(job_dir: str) -> tuple[TrainConfig, list[str], tf_keras.Mo
         saved = json.load(stream)["flags"]
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in saved.items() if k in fields - {"outputs", "tf_config"}}
+    if "export_formats" in values:  # JSON gives a list back.
+        values["export_formats"] = tuple(values["export_formats"])
     output_dirs = saved.get("outputs")
     config = TrainConfig(
         **values,

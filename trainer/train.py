@@ -454,8 +454,9 @@ def evaluate_and_export(
     validation = model.evaluate(datasets["validation"], return_dict=True, verbose=0)
     result = evaluate.evaluate_model(model, datasets["test"], info.class_names, top_k=_TOP_K)
     exports = export.export_and_measure(
-        model, config, info.class_names, model_dir, job_dir, chief=chief
-    )
+        model, config, info.class_names, model_dir, job_dir, formats=config.export_formats,
+        chief=chief,
+    )  # fmt: skip
     metrics = {
         **result.metrics,
         "exports": exports,
