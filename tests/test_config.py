@@ -37,7 +37,7 @@ def test_every_config_field_is_a_flag_with_help_and_the_same_default():
         # A tuple[str, ...] option is a list flag; the config holds it as a tuple.
         default = tuple(flag.default) if isinstance(flag.default, list) else flag.default
         assert default == field.default, field.name
-        assert type(flag.default) is type(field.default), field.name
+        assert type(default) is type(field.default), field.name
 
 
 def test_flags_are_typed_by_the_annotation_and_read_back_into_the_config():
