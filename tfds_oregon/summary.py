@@ -159,7 +159,10 @@ def _details(summary: BuildSummary) -> list[str]:
         reasons = collections.Counter(r.split(":")[0] for r in summary.unreadable.values())
         shown = ", ".join(f"{r} x{n}" for r, n in reasons.most_common(_LISTED))
         out.append(f"unreadable ({len(summary.unreadable)}): {shown}")
-    out += [f"warning: {w}" for w in summary.warnings]
+    warnings = summary.warnings
+    if len(warnings) > _LISTED:  # All of them are in the metadata; the console gets a few.
+        warnings = [*warnings[:_LISTED], f"... and {len(warnings) - _LISTED} more like these"]
+    out += [f"warning: {w}" for w in warnings]
     return out
 
 

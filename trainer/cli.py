@@ -115,6 +115,11 @@ def noise_pattern(gpu_driver_present: bool) -> str:
     ]
     if not gpu_driver_present:
         noise.append(rf"E{header}failed call to cuInit: ")
+    # Logged as ERROR but only informative: oneDNN's uint8 kernels need AVX-512 and Eigen's
+    # run instead (the int8 LiteRT measurement, predict's uint8 decode).
+    noise.append(rf"E{header}oneDNN supports DT_UINT8 only on platforms with AVX-512")
+    # The TFLite converter and the LiteRT runtime print these with their own prefixes.
+    noise += [r"fully_quantize: \d+, inference_type: ", r"INFO: Created TensorFlow Lite "]
     return "|".join(f"(?:{pattern})" for pattern in noise)
 
 

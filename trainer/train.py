@@ -511,10 +511,10 @@ def _write_run_config(
 def _warn_if_untrained(backbone_info: backbones.BackboneInfo) -> None:
     if not backbone_info.pretrained:
         logging.warning(
-            "\n%s\nUNTRAINED BACKBONE: %s has random weights, not ImageNet ones. Fine for tests "
-            "and smoke runs; accuracy will be far below a pretrained backbone's.\n%s",
-            "!" * 78, backbone_info.handle, "!" * 78,
-        )  # fmt: skip
+            "UNTRAINED BACKBONE: %s has random weights, not ImageNet ones: fine for tests and "
+            "smoke runs, but accuracy will be far below a pretrained backbone's.",
+            backbone_info.handle,
+        )
 
 
 def _print_summary(metrics: dict, job_dir: str, dirs_out, backbone_info) -> None:
