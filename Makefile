@@ -33,8 +33,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)
+bench: $(STAMP)  # CPU benchmarks; benchmarks.gpu_throughput needs a GPU.
 	$(PY) -m benchmarks.build_and_input
+	$(PY) -m benchmarks.near_duplicates
+	$(PY) -m benchmarks.input_pipeline
 	$(PY) -m benchmarks.train_throughput
 
 clean:

@@ -159,12 +159,21 @@ def test_training_writes_every_output_to_gcs(gcs_emulator, root, trained):
         "model/saved_model.pb",
         "model/assets/labels.txt",
         "checkpoints/phase-fine_tune.done",
+        # The LiteRT models go to gs:// as the SavedModel does (trainer.export, atomically).
+        "tflite/model_float32.tflite",
+        "tflite/model_float16.tflite",
+        "tflite/model_int8.tflite",
+        "tflite/labels.txt",
+        "tflite/README.md",
     ):
         assert f"{job}/{output}" in names, output
     assert any(n.startswith(f"{job}/logs/") and ".tfevents." in n for n in names)
     assert any(n.startswith(f"{job}/checkpoints/") and n.endswith(".index") for n in names)
     metrics = json.loads(gcs_emulator.read(f"{job}/metrics.json"))
     assert 0.0 <= metrics["validation_accuracy"] <= 1.0
+    assert set(metrics["exports"]) == {
+        "saved_model", "tflite_float32", "tflite_float16", "tflite_int8"
+    }  # fmt: skip
 
 
 def test_restart_resumes_from_the_gcs_checkpoint(trained):

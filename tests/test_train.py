@@ -25,6 +25,7 @@ def _config(data_dir, backbone, **overrides) -> TrainConfig:
         steps_per_epoch=2,
         precision="float32",
         strategy="default",
+        export_formats=("saved_model",),  # LiteRT: tests/test_tflite_export.py.
     )
     return TrainConfig(**{**fields, **overrides}).validate()
 
