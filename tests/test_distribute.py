@@ -149,6 +149,7 @@ _TWO_REPLICAS = textwrap.dedent(
     config = TrainConfig(
         data_dir=data_dir, backbone=backbone_path, image_size=32, batch_size=4, epochs=1,
         frozen_epochs=0, steps_per_epoch=2, strategy="mirrored", precision="float32",
+        export_formats=("saved_model",),  # LiteRT: tests/test_tflite_export.py.
     ).validate()
     metrics = train.train_and_evaluate(config, job_dir)
     print("RESULT " + json.dumps({
@@ -167,7 +168,7 @@ def test_two_replicas_match_one_and_the_trainer_runs_mirrored(
 ):
     job_dir = tmp_path / "job"
     run = run_python(
-        "-c", _TWO_REPLICAS, tiny_backbone, learnable_data_dir, str(job_dir), timeout=300
+        "-c", _TWO_REPLICAS, tiny_backbone, learnable_data_dir, str(job_dir), timeout=900
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.split("RESULT ")[-1])
